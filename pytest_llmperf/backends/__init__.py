@@ -1,0 +1,147 @@
+"""The backend contract, and the registry that third-party plugins fill through a hook.
+
+A backend turns one request into a stream of :class:`Chunk` objects and nothing else: it never
+reads the clock, so the harness's timestamps mean the same for every backend. Built-in backends
+register through :func:`pytest_llmperf_register_backends`, exactly as a plugin or conftest would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import pytest
+
+from ..errors import SpecError
+from ..options import Option
+from ..spec import LLMSpec
+
+__all__ = [
+    "PLANNED_KINDS",
+    "Backend",
+    "BackendRegistry",
+    "Chunk",
+    "Message",
+    "Prompt",
+    "Request",
+    "Usage",
+]
+
+Message = Mapping[str, str]
+Prompt = str | Sequence[Message]
+
+# Kinds the spec grammar accepts but no backend implements yet: they get a clear
+# "not implemented yet" instead of "unknown kind".
+PLANNED_KINDS = ("hf", "openai", "bedrock")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation request, as the harness hands it to a backend."""
+
+    prompt: Prompt
+    max_tokens: int = 64
+    temperature: float = 0.0
+    seed: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Generated text and how many output tokens it carries (0 for text-less events)."""
+
+    text: str
+    tokens: int = 1
+
+
+@dataclass(slots=True)
+class Usage:
+    """Yielded once, usually last: token counts and where they come from.
+
+    ``output_tokens`` overrides the sum of chunk tokens when the engine or server reports a
+    total. ``token_source`` is e.g. ``"engine"`` (the engine's own token stream), ``"usage"``
+    (the server's usage block) or ``"chunks"`` (one per streamed chunk).
+    """
+
+    prompt_tokens: int | None
+    token_source: str
+    output_tokens: int | None = None
+
+
+class Backend(Protocol):
+    """What a backend implements. Construction must be cheap; ``load`` does the heavy work.
+
+    The plugin calls ``check`` before any test runs (raise
+    :class:`~pytest_llmperf.errors.BackendUnavailable` with a fix), ``load`` once per session
+    (timed as load time), then ``stream`` per generation, and ``close`` at the end.
+    """
+
+    kind: ClassVar[str]
+    options: ClassVar[Sequence[Option]]
+    spec: LLMSpec
+    #: What to ``pip install`` when the backend's SDK is missing.
+    install_hint: ClassVar[str]
+
+    def __init__(self, spec: LLMSpec, options: Mapping[str, Any]) -> None: ...
+
+    def check(self) -> None: ...
+
+    def load(self) -> None: ...
+
+    def stream(self, request: Request) -> Iterator[Chunk | Usage]: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+    @property
+    def model_file(self) -> Path | None: ...
+
+    def close(self) -> None: ...
+
+
+class BackendRegistry:
+    """Backend classes by kind; filled once per session from the registration hook."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, type[Backend]] = {}
+
+    def register(self, backend: type[Backend]) -> None:
+        kind = backend.kind
+        if kind in self._kinds and self._kinds[kind] is not backend:
+            raise pytest.UsageError(
+                f"two backends registered for kind {kind!r}: "
+                f"{_qualname(self._kinds[kind])} and {_qualname(backend)}"
+            )
+        self._kinds[kind] = backend
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted(self._kinds)
+
+    def by_kind(self, kind: str) -> type[Backend]:
+        return self._kinds[kind]
+
+    def get(self, spec: LLMSpec) -> type[Backend]:
+        found = self._kinds.get(spec.kind)
+        if found is not None:
+            return found
+        where = f"{spec.source}={spec.raw or spec.text!r}"
+        if spec.kind in PLANNED_KINDS:
+            raise SpecError(
+                f"{where}: the {spec.kind!r} backend is not implemented yet in this version of "
+                f"pytest-llmperf; available now: {', '.join(self.kinds)}"
+            )
+        valid = ", ".join(sorted({*self.kinds, *PLANNED_KINDS}))
+        raise SpecError(f"{where}: unknown backend kind {spec.kind!r}; valid kinds: {valid}")
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@pytest.hookimpl
+def pytest_llmperf_register_backends(register: Callable[[type[Backend]], None]) -> None:
+    from .llamacpp import LlamaCppBackend
+
+    register(LlamaCppBackend)

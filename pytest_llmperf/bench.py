@@ -1,0 +1,104 @@
+"""Benchmarks: warm-up generations, then timed runs summarised per metric."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backends import Prompt
+from .harness import SCALAR_METRICS, Generation, LLMHandle
+from .stats import Summary, summarize
+
+__all__ = ["BenchResult", "run_bench"]
+
+#: Every metric in ``BenchResult.stats``: the per-generation scalars plus pooled ITL gaps.
+METRICS = (*SCALAR_METRICS, "itl_s")
+
+
+@dataclass
+class BenchResult:
+    """The outcome of one ``llm_bench`` call: raw generations and per-metric summaries."""
+
+    name: str
+    nodeid: str
+    backend: str
+    backend_id: str
+    params: dict[str, Any]
+    runs: int
+    warmup: int
+    generations: list[Generation]
+    stats: dict[str, Summary] = field(init=False)
+    #: Generations in which a metric was undefined (e.g. TPOT with one output token).
+    missing: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stats, self.missing = {}, {}
+        for metric in METRICS:
+            values = self.samples(metric)
+            self.stats[metric] = summarize(values)
+            if metric != "itl_s":
+                self.missing[metric] = len(self.generations) - len(values)
+
+    def samples(self, metric: str) -> list[float]:
+        """Raw samples of one metric; ``itl_s`` pools every gap of every run."""
+        if metric == "itl_s":
+            return [gap for g in self.generations for gap in g.itl_s]
+        values = (getattr(g, metric) for g in self.generations)
+        return [float(v) for v in values if v is not None]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "nodeid": self.nodeid,
+            "backend": self.backend,
+            "backend_id": self.backend_id,
+            "params": self.params,
+            "runs": self.runs,
+            "warmup": self.warmup,
+            "stats": {m: s.to_json() for m, s in self.stats.items()},
+            "missing": self.missing,
+            "samples": {m: self.samples(m) for m in METRICS},
+            "generations": [
+                {k: v for k, v in g.to_json().items() if k != "itl_s"} for g in self.generations
+            ],
+        }
+
+
+def run_bench(
+    handle: LLMHandle,
+    prompt: Prompt,
+    *,
+    name: str,
+    nodeid: str,
+    runs: int,
+    warmup: int,
+    max_tokens: int,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> BenchResult:
+    opts = dict(options or {})
+    for _ in range(warmup):
+        handle.generate(prompt, max_tokens=max_tokens, temperature=temperature, seed=seed, **opts)
+    generations = [
+        handle.generate(prompt, max_tokens=max_tokens, temperature=temperature, seed=seed, **opts)
+        for _ in range(runs)
+    ]
+    params = {
+        "prompt": prompt if isinstance(prompt, str) else [dict(m) for m in prompt],
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "seed": seed,
+        "options": opts,
+    }
+    return BenchResult(
+        name=name,
+        nodeid=nodeid,
+        backend=handle.spec,
+        backend_id=handle.id,
+        params=params,
+        runs=runs,
+        warmup=warmup,
+        generations=generations,
+    )

@@ -1,0 +1,49 @@
+"""Every error pytest-llmperf raises, in one tree.
+
+    LLMPerfError                 base of everything below
+    ├── SpecError                a --llm spec (or ini / env value) is malformed or invalid
+    ├── BackendUnavailable       a backend cannot start: missing extra, file, credentials
+    │   └── ModelLoadError       the engine refused the model (corrupt, truncated, not a GGUF)
+    └── GenerationError          one generation failed (engine or server error)
+        └── InvalidRequest       the request itself is wrong (max_tokens=0, prompt > context)
+
+Configuration problems found before tests run (``SpecError`` and any ``BackendUnavailable`` that a
+cheap pre-flight check detects) become ``pytest.UsageError`` in the plugin; errors during a test are
+shown as one clear line instead of a traceback. SDK exceptions are translated at the backend
+boundary with ``raise ... from exc`` so the original stays in ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailable",
+    "GenerationError",
+    "InvalidRequest",
+    "LLMPerfError",
+    "ModelLoadError",
+    "SpecError",
+]
+
+
+class LLMPerfError(Exception):
+    """Base class of all pytest-llmperf errors."""
+
+
+class SpecError(LLMPerfError, ValueError):
+    """A backend spec or option value is malformed; the message names the valid choices."""
+
+
+class BackendUnavailable(LLMPerfError):
+    """A backend cannot be started here; the message says what would fix it."""
+
+
+class ModelLoadError(BackendUnavailable):
+    """The engine could not load the model file."""
+
+
+class GenerationError(LLMPerfError):
+    """A generation failed inside the engine or on the server."""
+
+
+class InvalidRequest(GenerationError, ValueError):
+    """The generation request is invalid before it reaches the engine."""

@@ -1,0 +1,172 @@
+"""The timing harness: it, not the backend, timestamps every chunk.
+
+The loop around the backend's stream does as little as possible per chunk (one
+``perf_counter_ns`` call and one append); every metric is derived afterwards, following the
+definitions in README ("Metrics").
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+from .backends import Backend, Chunk, Prompt, Request, Usage
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None  # type: ignore[assignment]
+
+__all__ = ["SCALAR_METRICS", "Generation", "LLMHandle", "measure"]
+
+#: Per-generation metrics that are summarised across runs (``itl_s`` is pooled separately).
+SCALAR_METRICS = (
+    "ttft_s",
+    "e2e_s",
+    "tpot_s",
+    "decode_tps",
+    "prefill_tps",
+    "sec_per_token",
+    "prompt_tokens",
+    "output_tokens",
+    "cpu_s",
+    "peak_rss_mb",
+)
+
+
+def _peak_rss_mb() -> float | None:
+    if resource is None:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+@dataclass
+class Generation:
+    """One measured generation. Times in seconds; ``None`` where a metric is undefined
+    (e.g. TPOT with a single output token, TTFT when no text came back)."""
+
+    text: str
+    prompt_tokens: int | None
+    output_tokens: int
+    token_source: str
+    ttft_s: float | None
+    e2e_s: float
+    itl_s: list[float] = field(repr=False)
+    tpot_s: float | None
+    decode_tps: float | None
+    prefill_tps: float | None
+    sec_per_token: float | None
+    cpu_s: float
+    peak_rss_mb: float | None
+    chunks: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def derive(
+    t0: int, t_end: int, stamps: Sequence[int], items: Sequence[Chunk | Usage], cpu_ns: int
+) -> Generation:
+    """Turn raw timestamps (ns) and stream items into a :class:`Generation`."""
+    usage: Usage | None = None
+    texts: list[str] = []
+    ttft_ns: int | None = None
+    chunk_tokens = 0
+    token_events: list[tuple[int, int]] = []
+    for stamp, item in zip(stamps, items, strict=True):
+        if isinstance(item, Usage):
+            usage = item
+            continue
+        if item.text:
+            texts.append(item.text)
+            if ttft_ns is None:
+                ttft_ns = stamp - t0
+        if item.tokens > 0:
+            chunk_tokens += item.tokens
+            token_events.append((stamp, item.tokens))
+    # A chunk of k tokens after a gap g contributes k gaps of g/k: counts stay token counts,
+    # and a batched chunk does not masquerade as one slow token.
+    itl: list[float] = []
+    for (prev, _), (stamp, k) in pairwise(token_events):
+        itl.extend([(stamp - prev) / k / 1e9] * k)
+    output = chunk_tokens
+    source = "chunks"
+    prompt_tokens = None
+    if usage is not None:
+        source = usage.token_source
+        prompt_tokens = usage.prompt_tokens
+        if usage.output_tokens is not None:
+            output = usage.output_tokens
+    e2e = (t_end - t0) / 1e9
+    ttft = None if ttft_ns is None else ttft_ns / 1e9
+    decode_s = None if ttft is None else e2e - ttft
+    tpot = decode_s / (output - 1) if decode_s is not None and output > 1 else None
+    return Generation(
+        text="".join(texts),
+        prompt_tokens=prompt_tokens,
+        output_tokens=output,
+        token_source=source,
+        ttft_s=ttft,
+        e2e_s=e2e,
+        itl_s=itl,
+        tpot_s=tpot,
+        decode_tps=(output - 1) / decode_s if tpot is not None and decode_s else None,
+        prefill_tps=prompt_tokens / ttft if prompt_tokens and ttft else None,
+        sec_per_token=e2e / output if output > 0 else None,
+        cpu_s=cpu_ns / 1e9,
+        peak_rss_mb=_peak_rss_mb(),
+        chunks=sum(1 for item in items if not isinstance(item, Usage)),
+    )
+
+
+def measure(stream: Iterable[Chunk | Usage]) -> Generation:
+    """Consume a backend stream, timestamping each item as it arrives.
+
+    ``stream`` must be a lazy generator: t0 is taken before its first ``next()``, which is when
+    a generator-based backend starts its request.
+    """
+    clock = time.perf_counter_ns
+    stamps: list[int] = []
+    items: list[Chunk | Usage] = []
+    stamp = stamps.append
+    keep = items.append
+    cpu0 = time.process_time_ns()
+    t0 = clock()
+    for item in stream:
+        stamp(clock())
+        keep(item)
+    t_end = clock()
+    cpu_ns = time.process_time_ns() - cpu0
+    return derive(t0, t_end, stamps, items, cpu_ns)
+
+
+class LLMHandle:
+    """What the ``llm_backend`` fixture gives a test: a loaded backend plus its identity."""
+
+    def __init__(self, backend: Backend, load_s: float) -> None:
+        self.backend = backend
+        self.load_s = load_s
+        self.spec: str = backend.spec.text
+        self.kind: str = backend.kind
+        self.model: str = backend.spec.model
+        self.id: str = backend.spec.short_id
+
+    def generate(
+        self,
+        prompt: Prompt,
+        *,
+        max_tokens: int = 64,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        **options: Any,
+    ) -> Generation:
+        request = Request(prompt, max_tokens, temperature, seed, options)
+        return measure(self.backend.stream(request))
+
+    def __repr__(self) -> str:
+        return f"<LLMHandle {self.spec} load_s={self.load_s:.3f}>"

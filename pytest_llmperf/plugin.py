@@ -1,0 +1,193 @@
+"""pytest hooks, and nothing else: the work happens in the modules they call."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from . import backends, fixtures, hookspecs
+from .backends import BackendRegistry
+from .environment import KNOWN_APIS, api_credentials, cuda_device_count, describe_environment
+from .errors import LLMPerfError
+from .results import build_document, write_json_atomic
+from .session import SESSION_KEY, LLMPerfSession, get_session
+from .settings import Settings, add_options
+from .terminal import format_table
+
+_MARKERS = (
+    "llm_perf(runs=None, warmup=None, max_tokens=None): defaults for llm_bench in this test",
+    "llm_backends(*kinds): run this test only for backends of these kinds, e.g. 'llamacpp'",
+    "gpu: needs a CUDA device; skipped with a reason where none is visible",
+    f"api(name): needs that API's credentials ({', '.join(KNOWN_APIS)}); skipped without them",
+)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+    # Built-in backends register through the same hook as everyone else's.
+    pluginmanager.register(backends, "llmperf-builtin-backends")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def _registry(config: pytest.Config) -> BackendRegistry:
+    registry = BackendRegistry()
+    config.hook.pytest_llmperf_register_backends(register=registry.register)
+    return registry
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    if not config.getoption("llm_list_backends"):
+        return None
+    registry = _registry(config)
+    for kind in registry.kinds:
+        cls = registry.by_kind(kind)
+        print(f"{kind}  ({cls.__module__}.{cls.__qualname__}; {cls.install_hint})")
+        for option in cls.options:
+            print(f"    {option.describe()}")
+    return 0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in _MARKERS:
+        config.addinivalue_line("markers", line)
+    session = LLMPerfSession(config, Settings.from_config(config), _registry(config))
+    session.plan()
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(fixtures, "llmperf-fixtures")
+    config.pluginmanager.register(_RunHooks(config), "llmperf-run-hooks")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    s = get_session(config).settings
+    specs = ", ".join(spec.short_id for spec in s.specs)
+    return f"llmperf: {specs} (runs={s.runs}, warmup={s.warmup})"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "llm_backend" not in metafunc.fixturenames:
+        return
+    specs = get_session(metafunc.config).settings.specs
+    marker = metafunc.definition.get_closest_marker("llm_backends")
+    kinds = set(marker.args) if marker else None
+    params = [
+        pytest.param(
+            spec,
+            id=spec.short_id,
+            marks=()
+            if kinds is None or spec.kind in kinds
+            else pytest.mark.skip(
+                reason=f"llm_backends({', '.join(sorted(kinds))}): not {spec.kind}"
+            ),
+        )
+        for spec in specs
+    ]
+    metafunc.parametrize("llm_backend", params, indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Skips are added as marks (not raised from a hook) so reports point at the test itself.
+    api_reasons: dict[str, str | None] = {}
+    for item in items:
+        if item.get_closest_marker("gpu") and cuda_device_count() == 0:
+            reason = "needs a CUDA GPU (@pytest.mark.gpu); none is visible to this process"
+            item.add_marker(pytest.mark.skip(reason=reason))
+        for marker in item.iter_markers("api"):
+            for api in marker.args:
+                if api not in api_reasons:
+                    try:
+                        api_reasons[api] = api_credentials(api)
+                    except ValueError as exc:
+                        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.api: {exc}") from None
+                if api_reasons[api]:
+                    reason = f"needs {api} credentials (@pytest.mark.api): {api_reasons[api]}"
+                    item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if call.excinfo is not None and isinstance(call.excinfo.value, LLMPerfError):
+        # Our errors carry a complete message; a traceback through the harness adds nothing.
+        exc = call.excinfo.value
+        report.longrepr = get_session(item.config).describe_error(exc)
+    results = item.stash.get(fixtures.RESULTS_KEY, None)
+    if report.when == "call" and results:
+        # A JSON-safe attribute: it crosses from xdist workers to the controller intact.
+        report.llmperf = [r.to_json() for r in results]  # type: ignore[attr-defined]
+    return report
+
+
+class _RunHooks:
+    """Hooks whose hookspec passes no config: registered per run, holding it."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        results = getattr(report, "llmperf", None)
+        session = get_session(self.config)
+        if not results or session.is_worker:
+            return
+        for result in results:
+            session.results.append(result)
+            self.config.hook.pytest_llmperf_result(config=self.config, result=result)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        records = node.workeroutput.get("llmperf_backends", [])
+        errors = node.workeroutput.get("llmperf_load_errors", {})
+        session = get_session(self.config)
+        session.backend_records.extend(records)
+        session.load_errors.update(errors)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    run = get_session(config)
+    run.close()
+    if run.is_worker:
+        workeroutput = config.workeroutput  # type: ignore[attr-defined]
+        workeroutput["llmperf_backends"] = run.backend_records
+        workeroutput["llmperf_load_errors"] = run.load_errors
+        return
+    path = run.settings.json_path
+    if path is None:
+        return
+    document = build_document(
+        settings={"runs": run.settings.runs, "warmup": run.settings.warmup},
+        environment=describe_environment(),
+        backends=run.backend_records,
+        backend_errors=run.load_errors,
+        results=run.results,
+    )
+    write_json_atomic(path, document)
+    run.json_written = path
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    run = get_session(config)
+    if run.is_worker:
+        return
+    tr = terminalreporter
+    if run.results:
+        tr.write_sep("-", "llmperf: latency (medians over timed runs)")
+        for line in format_table(
+            run.results, width=min(config.get_terminal_writer().fullwidth, 120)
+        ):
+            tr.write_line(line)
+        for rec in run.backend_records:
+            tr.write_line(f"loaded {rec['id']} in {rec['load_s']:.2f} s (worker {rec['worker']})")
+    if run.load_errors:
+        tr.write_sep("-", "llmperf: backends that could not start", red=True)
+        for spec, message in run.load_errors.items():
+            tr.write_line(f"{spec}: {message}")
+    if run.json_written is not None:
+        tr.write_line(f"llmperf: results written to {run.json_written}")

@@ -1,0 +1,71 @@
+"""The JSON results file: its schema and an atomic writer.
+
+Schema (``schema_version`` 1)::
+
+    {"schema_version": 1, "plugin": {"name", "version"}, "created": ISO-8601 UTC,
+     "command": [argv...], "settings": {"runs", "warmup"},
+     "environment": {cpu_model, cpu_count, ram_bytes, gpus, os, python, libraries{},
+                     machine_info{} (pytest-benchmark), commit_info{} (pytest-benchmark)},
+     "backends": [{spec, id, kind, model, worker, load_s, library, library_version,
+                   options{}, model_file{path, size, sha256}}],
+     "backend_errors": {spec: message},
+     "results": [{name, nodeid, backend, backend_id, params{}, runs, warmup,
+                  stats{metric: {n, median, mean, stdev, min, max, p90, p95, p99}},
+                  missing{metric: n}, samples{metric: [...]}, generations[{...}]}]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SCHEMA_VERSION", "build_document", "write_json_atomic"]
+
+SCHEMA_VERSION = 1
+
+
+def build_document(
+    *,
+    settings: dict[str, Any],
+    environment: dict[str, Any],
+    backends: list[dict[str, Any]],
+    backend_errors: dict[str, str],
+    results: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "plugin": {"name": "pytest-llmperf", "version": version("pytest-llmperf")},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "settings": settings,
+        "environment": environment,
+        "backends": backends,
+        "backend_errors": backend_errors,
+        "results": results,
+    }
+
+
+def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
+    """Write ``document`` to ``path`` so readers see the old file or the whole new one.
+
+    Serialising happens before the temporary file exists (``allow_nan=False`` rejects a stray
+    NaN rather than writing invalid JSON), and the rename is atomic on POSIX and Windows.
+    """
+    text = json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

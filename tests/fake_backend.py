@@ -1,0 +1,63 @@
+"""A fake backend for testing the plugin's own machinery (never a real backend's test).
+
+Copied into pytester directories as ``conftest.py``; it registers itself through the same hook
+a third-party plugin would use.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pytest_llmperf import Chunk, ModelLoadError, Option, Request, Usage
+from pytest_llmperf.errors import BackendUnavailable
+
+
+class FakeBackend:
+    kind = "fake"
+    install_hint = "nothing to install"
+    options = (
+        Option("tokens_per_chunk", int, 1, "tokens per streamed chunk", minimum=1),
+        Option("delay_ms", float, 0.0, "sleep before each chunk", minimum=0.0),
+        Option("fail_check", bool, False, "fail the pre-flight check"),
+        Option("fail_load", bool, False, "fail while loading"),
+    )
+
+    def __init__(self, spec: Any, options: Mapping[str, Any]) -> None:
+        self.spec = spec
+        self.opts = dict(options)
+
+    @property
+    def model_file(self) -> Path | None:
+        return None
+
+    def check(self) -> None:
+        if self.opts["fail_check"]:
+            raise BackendUnavailable("fake pre-flight failure: install the fake extra")
+
+    def load(self) -> None:
+        if self.opts["fail_load"]:
+            raise ModelLoadError(f"fake model {self.spec.model!r} is corrupt")
+
+    def stream(self, request: Request) -> Iterator[Chunk | Usage]:
+        prompt = request.prompt if isinstance(request.prompt, str) else str(request.prompt)
+        yield Usage(prompt_tokens=len(prompt.split()), token_source="chunks")
+        left = request.max_tokens
+        while left > 0:
+            k = min(left, self.opts["tokens_per_chunk"])
+            if self.opts["delay_ms"]:
+                time.sleep(self.opts["delay_ms"] / 1000)
+            yield Chunk("tok " * k, tokens=k)
+            left -= k
+
+    def info(self) -> dict[str, Any]:
+        return {"library": "fake", "library_version": "0", "options": self.opts}
+
+    def close(self) -> None:
+        pass
+
+
+def pytest_llmperf_register_backends(register: Any) -> None:
+    register(FakeBackend)
