@@ -179,12 +179,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     tr = terminalreporter
     if run.results:
         tr.write_sep("-", "llmperf: latency (medians over timed runs)")
-        for line in format_table(
-            run.results, width=min(config.get_terminal_writer().fullwidth, 120)
-        ):
+        width = max(config.get_terminal_writer().fullwidth, 100)
+        for line in format_table(run.results, width=width):
             tr.write_line(line)
         for rec in run.backend_records:
-            tr.write_line(f"loaded {rec['id']} in {rec['load_s']:.2f} s (worker {rec['worker']})")
+            worker = "" if rec["worker"] == "main" else f" on {rec['worker']}"
+            tr.write_line(f"loaded {rec['id']} in {rec['load_s']:.2f} s{worker}")
     if run.load_errors:
         tr.write_sep("-", "llmperf: backends that could not start", red=True)
         for spec, message in run.load_errors.items():

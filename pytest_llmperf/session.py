@@ -126,12 +126,13 @@ class LLMPerfSession:
         stat = path.stat()
         cache_key = f"llmperf/sha256/{path.resolve()}"
         version = [stat.st_size, stat.st_mtime_ns]
-        cached = self.config.cache.get(cache_key, None) if self.config.cache else None
+        cache = getattr(self.config, "cache", None)  # absent under -p no:cacheprovider
+        cached = cache.get(cache_key, None) if cache is not None else None
         if isinstance(cached, dict) and cached.get("version") == version:
             return str(cached["sha256"])
         digest = file_sha256(path)
-        if self.config.cache:
-            self.config.cache.set(cache_key, {"version": version, "sha256": digest})
+        if cache is not None:
+            cache.set(cache_key, {"version": version, "sha256": digest})
         return digest
 
     def describe_error(self, exc: LLMPerfError) -> str:

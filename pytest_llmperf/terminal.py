@@ -10,11 +10,11 @@ __all__ = ["format_table"]
 
 _COLUMNS = (
     # header, metric, statistic, scale, format
-    ("TTFT p50 ms", "ttft_s", "median", 1e3, "{:.1f}"),
-    ("TPOT p50 ms", "tpot_s", "median", 1e3, "{:.2f}"),
-    ("decode tok/s", "decode_tps", "median", 1.0, "{:.1f}"),
+    ("TTFT ms", "ttft_s", "median", 1e3, "{:.1f}"),
+    ("TPOT ms", "tpot_s", "median", 1e3, "{:.2f}"),
+    ("tok/s", "decode_tps", "median", 1.0, "{:.1f}"),
     ("s/token", "sec_per_token", "median", 1.0, "{:.4f}"),
-    ("out tok", "output_tokens", "median", 1.0, "{:.0f}"),
+    ("tokens", "output_tokens", "median", 1.0, "{:.0f}"),
 )
 
 
@@ -22,12 +22,12 @@ def _cell(stats: dict[str, Any], metric: str, stat: str, scale: float, fmt: str)
     value = stats.get(metric, {}).get(stat)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return str(fmt.format(float(value) * scale))
+    return fmt.format(float(value) * scale)
 
 
 def _label(result: dict[str, Any]) -> str:
-    test = result["nodeid"].split("::", 1)[-1]
-    test = test.split("[", 1)[0]  # the backend has its own column
+    nodeid: str = result["nodeid"]
+    test = nodeid.split("::", 1)[-1].split("[", 1)[0]  # the backend has its own column
     if result["name"] and result["name"] != test:
         test = f"{test}:{result['name']}"
     return test
@@ -43,11 +43,13 @@ def format_table(results: Sequence[dict[str, Any]], width: int = 100) -> list[st
         for r in sorted(results, key=lambda r: (r["nodeid"], r["name"], r["backend"]))
     ]
     header = ["test", "backend", "runs"] + [c[0] for c in _COLUMNS]
-    fixed = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(2, len(header))]
-    room = max(20, width - sum(fixed) - 2 * (len(header) - 1))
-    test_w = min(max(len(header[0]), *(len(r[0]) for r in rows)), room * 3 // 5)
-    backend_w = min(max(len(header[1]), *(len(r[1]) for r in rows)), room - test_w)
-    widths = [test_w, backend_w, *fixed]
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+    # Shorten names only when the row would not fit: the test column first, down to 24.
+    excess = sum(widths) + 2 * (len(widths) - 1) - width
+    for col, floor in ((0, 24), (1, 20)):
+        cut = min(max(excess, 0), max(widths[col] - floor, 0))
+        widths[col] -= cut
+        excess -= cut
 
     def fit(text: str, w: int) -> str:
         return text if len(text) <= w else text[: w - 1] + "…"
