@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import llama_cpp
 import pytest
 from tiny_gguf import write_tiny_gguf
 
@@ -38,6 +39,13 @@ def tiny(tiny_path: Path):
 @pytest.fixture(scope="module")
 def embedded_path() -> Path:
     return embedded_model_path()
+
+
+@pytest.fixture(scope="module")
+def embedded(embedded_path: Path):
+    handle = load("llamacpp:gemma3-270m?n_ctx=512")
+    yield handle
+    handle.backend.close()
 
 
 def test_generation_counts_engine_tokens_and_times_them(tiny):
@@ -183,3 +191,48 @@ def test_xdist_workers_hand_results_to_the_controller(pytester, tiny_path):
     ]
     assert {b["worker"] for b in doc["backends"]} == {"gw0", "gw1"}
     assert result.stdout.str().count("test_many") >= 4  # one table row per result
+
+
+def test_chat_messages_use_the_models_chat_template(tiny, tiny_path):
+    messages = [{"role": "user", "content": "Hi there"}]
+    g = tiny.generate(messages, max_tokens=4)
+    formatted = b"<|user|>Hi there\n<|assistant|>"
+    assert g.prompt_tokens == len(tiny.backend._llm.tokenize(formatted, special=True))
+    chat = load(f"llamacpp:{tiny_path}?n_ctx=256&n_threads=1&chat=true")
+    try:
+        assert chat.generate("Hi there", max_tokens=4).prompt_tokens == g.prompt_tokens
+    finally:
+        chat.backend.close()
+
+
+def test_a_model_without_chat_template_refuses_chat(embedded):
+    with pytest.raises(InvalidRequest, match="has no chat template"):
+        embedded.generate([{"role": "user", "content": "Hi"}], max_tokens=2)
+
+
+def test_seeded_sampling_is_reproducible(tiny):
+    a = tiny.generate("Hello", max_tokens=16, temperature=0.9, seed=7)
+    b = tiny.generate("Hello", max_tokens=16, temperature=0.9, seed=7)
+    assert a.text == b.text
+
+
+@pytest.mark.skipif(llama_cpp.llama_supports_gpu_offload(), reason="this build has GPU offload")
+def test_gpu_layers_on_a_cpu_only_build_is_refused_up_front(pytester):
+    pytester.makepyfile("def test_x(llm_backend):\n    raise AssertionError('ran')\n")
+    result = pytester.runpytest("--llm=llamacpp:gemma3-270m?n_gpu_layers=-1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "n_gpu_layers=-1 asks for GPU offload, but this llama-cpp-python build" in (
+        result.stderr.str()
+    )
+
+
+@pytest.mark.gpu
+def test_embedded_model_fully_offloaded_to_the_gpu(embedded_path):
+    handle = load("llamacpp:gemma3-270m?n_gpu_layers=-1")
+    try:
+        g = handle.generate("The capital of France is", max_tokens=16)
+    finally:
+        handle.backend.close()
+    assert g.output_tokens == 16
+    assert g.decode_tps is not None
+    assert g.decode_tps > 0

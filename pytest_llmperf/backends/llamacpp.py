@@ -60,11 +60,26 @@ class LlamaCppBackend:
     def check(self) -> None:
         if importlib.util.find_spec("llama_cpp") is None:
             raise BackendUnavailable(f"llamacpp needs llama-cpp-python: {_INSTALL}")
+        if self.opts["n_gpu_layers"] != 0:
+            self._check_gpu_offload()
         if self.spec.model == EMBEDDED_ALIAS:
             if not embedded_available():
                 embedded_model_path()  # raises with the install hint
             return
         check_gguf_file(Path(self.spec.model).expanduser())
+
+    def _check_gpu_offload(self) -> None:
+        # A CPU-only build ignores n_gpu_layers silently; CPU figures labelled as GPU would be a
+        # wrong number, so refuse instead.
+        import llama_cpp
+
+        if not llama_cpp.llama_supports_gpu_offload():
+            raise BackendUnavailable(
+                f"n_gpu_layers={self.opts['n_gpu_layers']} asks for GPU offload, but this "
+                "llama-cpp-python build has no GPU support; reinstall it with "
+                "CMAKE_ARGS='-DGGML_CUDA=on' pip install --force-reinstall --no-cache-dir "
+                "llama-cpp-python (or use n_gpu_layers=0)"
+            )
 
     def load(self) -> None:
         if self.spec.model == EMBEDDED_ALIAS:
