@@ -56,6 +56,8 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 def pytest_configure(config: pytest.Config) -> None:
     for line in _MARKERS:
         config.addinivalue_line("markers", line)
+    if config.getoption("help", False):
+        return  # --help must work whatever the llm settings say
     session = LLMPerfSession(config, Settings.from_config(config), _registry(config))
     session.plan()
     config.stash[SESSION_KEY] = session
@@ -168,8 +170,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         backend_errors=run.load_errors,
         results=run.results,
     )
-    write_json_atomic(path, document)
-    run.json_written = path
+    try:
+        write_json_atomic(path, document)
+    except OSError as exc:
+        run.json_error = f"could not write {path}: {exc}"
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+    else:
+        run.json_written = path
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -191,3 +198,5 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             tr.write_line(f"{spec}: {message}")
     if run.json_written is not None:
         tr.write_line(f"llmperf: results written to {run.json_written}")
+    if run.json_error is not None:
+        tr.write_line(f"llmperf: {run.json_error}", red=True)

@@ -48,6 +48,7 @@ class LLMPerfSession:
     #: JSON-safe results, gathered from test reports on the controller.
     results: list[dict[str, Any]] = field(default_factory=list)
     json_written: Path | None = None
+    json_error: str | None = None
     _reported: set[int] = field(default_factory=set)
 
     @property

@@ -113,8 +113,10 @@ class Settings:
     def from_config(cls, config: pytest.Config) -> Settings:
         values = {s.name: _resolve(config, s) for s in _SETTINGS}
         json_path = values["llm_json"]
-        if json_path is not None and not json_path.is_absolute():
+        if json_path is not None:
             json_path = Path(config.invocation_params.dir, json_path)
+            if json_path.is_dir():
+                raise pytest.UsageError(f"--llm-json={json_path}: is a directory, not a file")
         return cls(
             specs=_resolve_specs(config),
             runs=values["llm_runs"],

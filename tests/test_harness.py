@@ -77,5 +77,5 @@ def test_measure_consumes_a_lazy_stream():
     assert g.text == "one two three"
     assert g.output_tokens == 3
     assert g.ttft_s is not None
-    assert 0 < g.ttft_s <= g.e2e_s
+    assert g.e2e_s >= g.ttft_s > 0
     assert len(g.itl_s) == 2

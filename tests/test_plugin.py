@@ -338,3 +338,23 @@ def test_json_writer_keeps_the_old_file_when_serialising_fails(tmp_path):
         write_json_atomic(path, {"bad": float("nan")})
     assert path.read_text() == '{"old": true}'
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_unwritable_json_path_is_reported_not_a_traceback(fake):
+    fake.makepyfile(BENCH_TEST)
+    blocker = fake.path / "file"
+    blocker.write_text("a file where a directory should be")
+    result = fake.runpytest("--llm=fake:m", "--llm-runs=1", f"--llm-json={blocker}/sub/r.json")
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
+    result.stdout.fnmatch_lines([f"llmperf: could not write {blocker}/sub/r.json: *"])
+    assert "Traceback" not in result.stdout.str()
+    result = fake.runpytest("--llm=fake:m", f"--llm-json={fake.path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "is a directory, not a file" in result.stderr.str()
+
+
+def test_help_works_even_with_a_bad_spec_in_the_environment(pytester, monkeypatch):
+    monkeypatch.setenv("LLMPERF_LLM", "nonsense")
+    result = pytester.runpytest("--help")
+    assert result.ret == 0
+    assert "--llm=SPEC" in result.stdout.str()
