@@ -10,7 +10,7 @@ from .backends import Prompt
 from .harness import SCALAR_METRICS, Generation, LLMHandle
 from .stats import Summary, summarize
 
-__all__ = ["BenchResult", "run_bench"]
+__all__ = ["METRICS", "BenchResult", "Workload"]
 
 #: Every metric in ``BenchResult.stats``: the per-generation scalars plus pooled ITL gaps.
 METRICS = (*SCALAR_METRICS, "itl_s")
@@ -28,6 +28,10 @@ class BenchResult:
     runs: int
     warmup: int
     generations: list[Generation]
+    #: The regression gate's outcome (JSON-safe), when this benchmark was compared.
+    gate: dict[str, Any] | None = None
+    #: Relative mode: the reference backend's generations, interleaved with these.
+    reference: list[Generation] = field(default_factory=list)
     stats: dict[str, Summary] = field(init=False)
     #: Generations in which a metric was undefined (e.g. TPOT with one output token).
     missing: dict[str, int] = field(init=False)
@@ -59,46 +63,42 @@ class BenchResult:
             "stats": {m: s.to_json() for m, s in self.stats.items()},
             "missing": self.missing,
             "samples": {m: self.samples(m) for m in METRICS},
-            "generations": [
-                {k: v for k, v in g.to_json().items() if k != "itl_s"} for g in self.generations
-            ],
+            "generations": [_generation_json(g) for g in self.generations],
+            "gate": self.gate,
+            "reference_generations": [_generation_json(g) for g in self.reference],
         }
 
 
-def run_bench(
-    handle: LLMHandle,
-    prompt: Prompt,
-    *,
-    name: str,
-    nodeid: str,
-    runs: int,
-    warmup: int,
-    max_tokens: int,
-    temperature: float = 0.0,
-    seed: int | None = None,
-    options: Mapping[str, Any] | None = None,
-) -> BenchResult:
-    opts = dict(options or {})
-    for _ in range(warmup):
-        handle.generate(prompt, max_tokens=max_tokens, temperature=temperature, seed=seed, **opts)
-    generations = [
-        handle.generate(prompt, max_tokens=max_tokens, temperature=temperature, seed=seed, **opts)
-        for _ in range(runs)
-    ]
-    params = {
-        "prompt": prompt if isinstance(prompt, str) else [dict(m) for m in prompt],
-        "max_tokens": max_tokens,
-        "temperature": temperature,
-        "seed": seed,
-        "options": opts,
-    }
-    return BenchResult(
-        name=name,
-        nodeid=nodeid,
-        backend=handle.spec,
-        backend_id=handle.id,
-        params=params,
-        runs=runs,
-        warmup=warmup,
-        generations=generations,
-    )
+def _generation_json(g: Generation) -> dict[str, Any]:
+    return {k: v for k, v in g.to_json().items() if k != "itl_s"}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one benchmark generates, identically on every run and on every backend."""
+
+    prompt: Prompt
+    max_tokens: int
+    temperature: float = 0.0
+    seed: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def run(self, handle: LLMHandle) -> Generation:
+        return handle.generate(
+            self.prompt,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            seed=self.seed,
+            **self.options,
+        )
+
+    def params(self) -> dict[str, Any]:
+        """JSON-safe parameters; a stored baseline only compares with equal parameters."""
+        prompt = self.prompt
+        return {
+            "prompt": prompt if isinstance(prompt, str) else [dict(m) for m in prompt],
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "options": dict(self.options),
+        }

@@ -15,7 +15,14 @@ import subprocess
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["KNOWN_APIS", "api_credentials", "cuda_device_count", "describe_environment"]
+__all__ = [
+    "KNOWN_APIS",
+    "api_credentials",
+    "commit_id",
+    "comparison_key",
+    "cuda_device_count",
+    "describe_environment",
+]
 
 _LIBRARIES = (
     "pytest-llmperf",
@@ -27,6 +34,43 @@ _LIBRARIES = (
     "openai",
     "boto3",
 )
+
+
+def commit_id() -> str | None:
+    """The git commit of the working directory (pytest-benchmark's lookup), if any."""
+    from pytest_benchmark.utils import get_commit_info
+
+    found = get_commit_info().get("id")
+    return str(found) if found and found != "unknown" else None
+
+
+def comparison_key(backend_record: dict[str, Any], workers: int) -> dict[str, Any]:
+    """What must match (``strict``) and what should (``soft``) for two runs to be compared.
+
+    ``backend_record`` is what the session records when a backend loads (library, version,
+    options, model file); ``workers`` is the xdist worker count (0 without xdist), because
+    parallel runs on one machine are not comparable with serial ones.
+    """
+    model_file = backend_record.get("model_file") or {}
+    strict = {
+        "plugin_major": importlib.metadata.version("pytest-llmperf").split(".")[0],
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "gpus": list(_gpu_names()),
+        "backend": backend_record.get("kind"),
+        "backend_library": "{} {}".format(
+            backend_record.get("library"), backend_record.get("library_version")
+        ),
+        "backend_options": backend_record.get("options"),
+        "model_sha256": model_file.get("sha256"),
+        "xdist_workers": workers,
+    }
+    soft = {
+        "host": platform.node(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+    return {"strict": strict, "soft": soft}
 
 
 @lru_cache(maxsize=1)
@@ -44,9 +88,10 @@ def cuda_device_count() -> int:
     return 0
 
 
-def _gpu_names() -> list[str]:
+@lru_cache(maxsize=1)
+def _gpu_names() -> tuple[str, ...]:
     if not cuda_device_count() or shutil.which("nvidia-smi") is None:
-        return []
+        return ()
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
@@ -56,8 +101,8 @@ def _gpu_names() -> list[str]:
             check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
+        return ()
+    return tuple(line.strip() for line in out.splitlines() if line.strip())
 
 
 def _cpu_model() -> str:
@@ -97,7 +142,7 @@ def describe_environment() -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "ram_bytes": _ram_bytes(),
-        "gpus": _gpu_names(),
+        "gpus": list(_gpu_names()),
         "cuda_device_count": cuda_device_count(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),

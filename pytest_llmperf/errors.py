@@ -4,8 +4,12 @@
     ├── SpecError                a --llm spec (or ini / env value) is malformed or invalid
     ├── BackendUnavailable       a backend cannot start: missing extra, file, credentials
     │   └── ModelLoadError       the engine refused the model (corrupt, truncated, not a GGUF)
-    └── GenerationError          one generation failed (engine or server error)
-        └── InvalidRequest       the request itself is wrong (max_tokens=0, prompt > context)
+    ├── GenerationError          one generation failed (engine or server error)
+    │   └── InvalidRequest       the request itself is wrong (max_tokens=0, prompt > context)
+    └── BaselineError            a stored baseline file is unreadable, corrupt or too new
+
+    LLMPerfWarning (a UserWarning): a comparison was refused or is shaky (another host,
+    --llm-compare-across-machines); shown in pytest's warnings summary.
 
 Configuration problems found before tests run (``SpecError`` and any ``BackendUnavailable`` that a
 cheap pre-flight check detects) become ``pytest.UsageError`` in the plugin; errors during a test are
@@ -17,9 +21,11 @@ from __future__ import annotations
 
 __all__ = [
     "BackendUnavailable",
+    "BaselineError",
     "GenerationError",
     "InvalidRequest",
     "LLMPerfError",
+    "LLMPerfWarning",
     "ModelLoadError",
     "SpecError",
 ]
@@ -47,3 +53,11 @@ class GenerationError(LLMPerfError):
 
 class InvalidRequest(GenerationError, ValueError):
     """The generation request is invalid before it reaches the engine."""
+
+
+class BaselineError(LLMPerfError):
+    """A baseline file is unreadable, corrupt or from a newer plugin."""
+
+
+class LLMPerfWarning(UserWarning):
+    """A comparison was refused or needs a second look."""

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pytest
 
 from .backends import Prompt
-from .bench import BenchResult, run_bench
+from .baseline import bench_id
+from .bench import BenchResult, Workload
+from .compare import GatePolicy, gate_message, run_benchmark
+from .errors import LLMPerfWarning
+from .gate import Verdict, parse_tolerances
 from .harness import LLMHandle
 from .session import get_session
 
@@ -16,7 +21,7 @@ __all__ = ["RESULTS_KEY", "Bench", "llm_backend", "llm_bench"]
 #: Results of the ``llm_bench`` calls made by one test item, read when its report is made.
 RESULTS_KEY = pytest.StashKey[list[BenchResult]]()
 
-_PERF_MARKER_KEYS = {"runs", "warmup", "max_tokens"}
+_PERF_MARKER_KEYS = {"runs", "warmup", "max_tokens", "tolerance"}
 DEFAULT_MAX_TOKENS = 64
 
 
@@ -24,13 +29,16 @@ class Bench:
     """Callable behind ``llm_bench``: ``llm_bench(prompt, max_tokens=..., runs=...)``.
 
     Each argument left ``None`` comes from ``@pytest.mark.llm_perf(...)``, then
-    ``--llm-runs`` / ``--llm-warmup`` (or their ini keys), then the built-in defaults.
+    ``--llm-runs`` / ``--llm-warmup`` (or their ini keys), then the built-in defaults. Where a
+    baseline or a ``--llm-compare-to`` reference exists, the result is gated; a confirmed
+    REGRESSION fails the test.
     """
 
     def __init__(self, handle: LLMHandle, item: pytest.Item) -> None:
         self.handle = handle
         self._item = item
-        settings = get_session(item.config).settings
+        self._session = get_session(item.config)
+        settings = self._session.settings
         marker = item.get_closest_marker("llm_perf")
         marked: dict[str, Any] = dict(marker.kwargs) if marker else {}
         unknown = set(marked) - _PERF_MARKER_KEYS
@@ -40,6 +48,10 @@ class Bench:
                 f"{', '.join(sorted(_PERF_MARKER_KEYS))}; got {marker.args or sorted(unknown)}",
                 pytrace=False,
             )
+        tolerances = dict(settings.tolerances)
+        if "tolerance" in marked:
+            tolerances.update(_marker_tolerances(marked.pop("tolerance")))
+        self.tolerances = tolerances
         self.defaults: dict[str, Any] = {
             "runs": settings.runs,
             "warmup": settings.warmup,
@@ -61,26 +73,66 @@ class Bench:
         **options: Any,
     ) -> BenchResult:
         self._calls += 1
+        settings = self._session.settings
         runs = self.defaults["runs"] if runs is None else runs
         warmup = self.defaults["warmup"] if warmup is None else warmup
-        if int(runs) < 1 or int(warmup) < 0:
+        if (runs is not None and int(runs) < 1) or int(warmup) < 0:
             raise ValueError(
                 f"runs must be >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup})"
             )
-        result = run_bench(
-            self.handle,
+        name = name if name is not None else ("" if self._calls == 1 else f"call{self._calls}")
+        workload = Workload(
             prompt,
-            name=name if name is not None else ("" if self._calls == 1 else f"call{self._calls}"),
+            self.defaults["max_tokens"] if max_tokens is None else max_tokens,
+            temperature,
+            seed,
+            options,
+        )
+        reference = self._session.reference_for(
+            self.handle, bench_id(self._item.nodeid, name), workload.params()
+        )
+        comparing = reference is not None and reference.refused is None
+        if runs is not None:
+            looks: tuple[int, ...] = (int(runs),)
+        elif comparing:
+            looks = settings.looks
+        else:
+            # Nothing to compare: one look; a new baseline gets the second (more samples).
+            looks = settings.looks[1:2] if settings.save_baseline else settings.looks[:1]
+            looks = looks or settings.looks[:1]
+        planned = max(1, self._session.planned_comparisons)
+        policy = GatePolicy(self.tolerances, settings.alpha / planned, planned, settings.confirm)
+        result = run_benchmark(
+            workload,
+            self.handle,
+            name=name,
             nodeid=self._item.nodeid,
-            runs=int(runs),
             warmup=int(warmup),
-            max_tokens=self.defaults["max_tokens"] if max_tokens is None else max_tokens,
-            temperature=temperature,
-            seed=seed,
-            options=options,
+            looks=looks,
+            reference=reference,
+            policy=policy,
         )
         self._item.stash.setdefault(RESULTS_KEY, []).append(result)
+        gate = result.gate
+        if gate is not None:
+            for warning in gate["warnings"]:
+                warnings.warn(LLMPerfWarning(f"{self.handle.id}: {warning}"), stacklevel=2)
+            if gate["verdict"] == Verdict.REFUSED:
+                warnings.warn(
+                    LLMPerfWarning(f"{self.handle.id}: not compared: {gate['reason']}"),
+                    stacklevel=2,
+                )
+            if gate["verdict"] == Verdict.REGRESSION and settings.fail_on == "latency":
+                pytest.fail(gate_message(gate), pytrace=False)
         return result
+
+
+def _marker_tolerances(value: Any) -> dict[str, float]:
+    if isinstance(value, str):
+        return parse_tolerances(value)
+    if isinstance(value, dict):
+        return parse_tolerances(",".join(f"{k}={v}" for k, v in value.items()))
+    raise TypeError(f"llm_perf(tolerance=...) takes 'tpot_s=5%,...' or a dict, not {value!r}")
 
 
 @pytest.fixture(scope="session")

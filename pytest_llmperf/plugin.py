@@ -9,12 +9,12 @@ import pytest
 
 from . import backends, fixtures, hookspecs
 from .backends import BackendRegistry
-from .environment import KNOWN_APIS, api_credentials, cuda_device_count, describe_environment
+from .environment import KNOWN_APIS, api_credentials, cuda_device_count
 from .errors import LLMPerfError
-from .results import build_document, write_json_atomic
+from .finish import finish_run
 from .session import SESSION_KEY, LLMPerfSession, get_session
 from .settings import Settings, add_options
-from .terminal import format_table
+from .terminal import write_summary
 
 _MARKERS = (
     "llm_perf(runs=None, warmup=None, max_tokens=None): defaults for llm_bench in this test",
@@ -68,7 +68,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> str:
     s = get_session(config).settings
     specs = ", ".join(spec.short_id for spec in s.specs)
-    return f"llmperf: {specs} (runs={s.runs}, warmup={s.warmup})"
+    runs = s.runs if s.runs is not None else "auto " + ",".join(map(str, s.looks))
+    compare = f"; relative to {s.compare_to.short_id}" if s.compare_to else ""
+    return f"llmperf: {specs} (runs={runs}, warmup={s.warmup}{compare})"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -151,52 +153,24 @@ class _RunHooks:
         session.load_errors.update(errors)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Each benchmark gates two metrics; the in-test threshold divides alpha by all of them.
+    benches = sum(1 for item in session.items if "llm_bench" in getattr(item, "fixturenames", ()))
+    get_session(session.config).planned_comparisons = 2 * benches
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    config = session.config
-    run = get_session(config)
+    run = get_session(session.config)
     run.close()
     if run.is_worker:
-        workeroutput = config.workeroutput  # type: ignore[attr-defined]
+        workeroutput = session.config.workeroutput  # type: ignore[attr-defined]
         workeroutput["llmperf_backends"] = run.backend_records
         workeroutput["llmperf_load_errors"] = run.load_errors
         return
-    path = run.settings.json_path
-    if path is None:
-        return
-    document = build_document(
-        settings={"runs": run.settings.runs, "warmup": run.settings.warmup},
-        environment=describe_environment(),
-        backends=run.backend_records,
-        backend_errors=run.load_errors,
-        results=run.results,
-    )
-    try:
-        write_json_atomic(path, document)
-    except OSError as exc:
-        run.json_error = f"could not write {path}: {exc}"
-        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
-    else:
-        run.json_written = path
+    finish_run(run, session)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     run = get_session(config)
-    if run.is_worker:
-        return
-    tr = terminalreporter
-    if run.results:
-        tr.write_sep("-", "llmperf: latency (medians over timed runs)")
-        width = max(config.get_terminal_writer().fullwidth, 100)
-        for line in format_table(run.results, width=width):
-            tr.write_line(line)
-        for rec in run.backend_records:
-            worker = "" if rec["worker"] == "main" else f" on {rec['worker']}"
-            tr.write_line(f"loaded {rec['id']} in {rec['load_s']:.2f} s{worker}")
-    if run.load_errors:
-        tr.write_sep("-", "llmperf: backends that could not start", red=True)
-        for spec, message in run.load_errors.items():
-            tr.write_line(f"{spec}: {message}")
-    if run.json_written is not None:
-        tr.write_line(f"llmperf: results written to {run.json_written}")
-    if run.json_error is not None:
-        tr.write_line(f"llmperf: {run.json_error}", red=True)
+    if not run.is_worker:
+        write_summary(terminalreporter, run, width=max(config.get_terminal_writer().fullwidth, 100))

@@ -17,6 +17,16 @@ from typing import Any
 import pytest
 
 from .backends import Backend, BackendRegistry
+from .baseline import (
+    BaselineError,
+    BaselineFile,
+    baseline_path,
+    describe_differences,
+    load_baseline,
+    save_baseline,
+)
+from .compare import Reference
+from .environment import commit_id, comparison_key
 from .errors import BackendUnavailable, LLMPerfError, SpecError
 from .harness import LLMHandle
 from .models import file_sha256
@@ -47,8 +57,19 @@ class LLMPerfSession:
     backend_records: list[dict[str, Any]] = field(default_factory=list)
     #: JSON-safe results, gathered from test reports on the controller.
     results: list[dict[str, Any]] = field(default_factory=list)
+    #: Stored baselines by spec text (``None``: no file yet), loaded and validated at start.
+    baselines: dict[str, BaselineFile | None] = field(default_factory=dict)
+    #: Comparison keys of loaded backends, by handle key.
+    keys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Gated comparisons the collected tests will make (each benchmark gates two metrics).
+    planned_comparisons: int = 0
+    #: Lines for the end-of-run summary (baseline saves, Holm review, ...).
+    notes: list[str] = field(default_factory=list)
+    #: Regressions that only Holm's step-down at the end of the session found.
+    regressions_after_review: list[str] = field(default_factory=list)
+    #: Output problems (an unwritable JSON path, say), shown in red at the end.
+    errors: list[str] = field(default_factory=list)
     json_written: Path | None = None
-    json_error: str | None = None
     _reported: set[int] = field(default_factory=set)
 
     @property
@@ -67,7 +88,10 @@ class LLMPerfSession:
         default is only checked when a test uses it: installing the plugin must not break
         unrelated test suites on machines without llama.cpp.
         """
-        for spec in self.settings.specs:
+        specs = list(self.settings.specs)
+        if self.settings.compare_to is not None:
+            specs.append(self.settings.compare_to)
+        for spec in specs:
             try:
                 cls = self.registry.get(spec)
                 backend = cls(spec, resolve_options(spec, cls.options))
@@ -77,18 +101,35 @@ class LLMPerfSession:
                 raise pytest.UsageError(str(exc)) from None
             except BackendUnavailable as exc:
                 raise pytest.UsageError(f"{spec.source}={spec.raw!r}: {exc}") from None
-            self.planned[spec.text] = _Planned(spec, backend)
+            self.planned.setdefault(spec.text, _Planned(spec, backend))
+        if self.settings.compare or self.settings.save_baseline:
+            self._load_baselines()
 
-    def handle(self, spec: LLMSpec) -> LLMHandle:
-        """The loaded backend for ``spec``: loaded on first use, once per process."""
-        key = spec.text
+    def _load_baselines(self) -> None:
+        for spec in self.settings.specs:
+            path = baseline_path(self.settings.baseline_dir, spec.text, spec.short_id)
+            try:
+                self.baselines[spec.text] = load_baseline(path)
+            except BaselineError as exc:
+                raise pytest.UsageError(str(exc)) from None
+
+    def handle(self, spec: LLMSpec, *, reference: bool = False) -> LLMHandle:
+        """The loaded backend for ``spec``: loaded on first use, once per process.
+
+        The relative-mode reference is a separate instance even when its spec equals a
+        candidate's (an A/A comparison must not share one engine's state).
+        """
+        key = ("ref " if reference else "") + spec.text
         if key in self.handles:
             return self.handles[key]
         if key in self.load_errors:
             raise BackendUnavailable(
                 f"{spec.short_id} could not start earlier in this run: {self.load_errors[key]}"
             )
-        backend = self.planned[key].backend
+        planned = self.planned[spec.text]
+        backend = planned.backend
+        if reference:
+            backend = type(backend)(planned.spec, resolve_options(spec, type(backend).options))
         started = time.perf_counter()
         try:
             backend.check()
@@ -100,8 +141,57 @@ class LLMPerfSession:
         load_s = time.perf_counter() - started
         handle = LLMHandle(backend, load_s)
         self.handles[key] = handle
-        self.backend_records.append(self._record(handle))
+        record = self._record(handle)
+        record["role"] = "reference" if reference else "candidate"
+        self.backend_records.append(record)
+        self.keys[key] = record["key"]
         return handle
+
+    def reference_for(
+        self, handle: LLMHandle, bench: str, params: dict[str, Any]
+    ) -> Reference | None:
+        """What this benchmark is compared with, if anything (see :mod:`.compare`)."""
+        s = self.settings
+        if s.compare_to is not None:
+            other = self.handle(s.compare_to, reference=True)
+            return Reference("relative", f"{other.id} (same job, interleaved)", handle=other)
+        stored_file = self.baselines.get(handle.spec) if s.compare else None
+        if stored_file is None:
+            return None
+        entry = stored_file.benchmarks.get(bench)
+        if entry is None:
+            return None
+        newest = entry.newest
+        commit = f", commit {newest['commit'][:7]}" if newest.get("commit") else ""
+        label = f"baseline of {newest['created'][:10]}{commit}; {len(entry.runs)} run(s) pooled"
+        ref = Reference("stored", label, stored=entry)
+        key = self.keys[handle.spec]
+        strict = describe_differences(stored_file.strict, key["strict"])
+        soft = describe_differences(stored_file.soft, key["soft"])
+        if soft:
+            ref.warnings.append(f"baseline from another host or OS: {'; '.join(soft)}")
+        if strict and s.across_machines:
+            ref.warnings.append(
+                "COMPARING ACROSS SETUPS (--llm-compare-across-machines): " + "; ".join(strict)
+            )
+        elif strict:
+            ref.refused = (
+                f"{stored_file.path.name} was stored under another setup: {'; '.join(strict)}. "
+                "Save a new baseline here (--llm-save-baseline), or compare anyway with "
+                "--llm-compare-across-machines"
+            )
+        elif entry.params != params:
+            changed = describe_differences(entry.params, params)
+            ref.refused = (
+                "the benchmark's workload changed since its baseline "
+                f"({'; '.join(c.split(':')[0] for c in changed)} differ); save a new baseline"
+            )
+        return ref
+
+    @property
+    def worker_count(self) -> int:
+        workerinput: Mapping[str, Any] = getattr(self.config, "workerinput", {})
+        return int(workerinput.get("workercount", 0))
 
     def _record(self, handle: LLMHandle) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -120,7 +210,40 @@ class LLMPerfSession:
                 "size": path.stat().st_size,
                 "sha256": self._sha256(path),
             }
+        record["key"] = comparison_key(record, self.worker_count)
         return record
+
+    def save_baselines(self) -> list[str]:
+        """Controller only: store this run's samples for every backend that produced results."""
+        commit = commit_id()
+        notes: list[str] = []
+        by_backend: dict[str, list[dict[str, Any]]] = {}
+        for result in self.results:
+            by_backend.setdefault(result["backend"], []).append(result)
+        for spec in self.settings.specs:
+            results = by_backend.get(spec.text)
+            record = next(
+                (
+                    r
+                    for r in self.backend_records
+                    if r["spec"] == spec.text and r["role"] == "candidate"
+                ),
+                None,
+            )
+            if not results or record is None:
+                continue
+            path = baseline_path(self.settings.baseline_dir, spec.text, spec.short_id)
+            notes += save_baseline(
+                self.baselines.get(spec.text),
+                path,
+                backend=spec.text,
+                key=record["key"],
+                results=results,
+                commit=commit,
+                keep=self.settings.baseline_keep,
+            )
+            notes.append(f"saved {len(results)} benchmark(s) of {spec.short_id} to {path}")
+        return notes
 
     def _sha256(self, path: Path) -> str:
         # Hashing a multi-GB model takes a while; pytest's cache remembers it per file version.

@@ -1,30 +1,34 @@
 """Command-line options, their ini mirrors, and resolution in one place.
 
-Every ``--llm-x`` option has an ``llm_x`` ini key. Precedence: command line > environment (only
-``LLMPERF_LLM``) > ini > built-in default. A bad value raises ``pytest.UsageError`` that names
-the value, where it came from and what would be valid.
+Every ``--llm-x`` option has an ``llm_x`` ini key (on/off flags take true/false there).
+Precedence: command line > environment (only ``LLMPERF_LLM``) > ini > built-in default. A bad
+value raises ``pytest.UsageError`` that names the value, where it came from and what is valid.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .errors import SpecError
+from .gate import DEFAULT_TOLERANCES, parse_tolerances
+from .options import parse_bool
 from .spec import DEFAULT_SPEC, LLMSpec, parse_spec
 
 __all__ = ["ENV_LLM", "Settings", "add_options"]
 
 ENV_LLM = "LLMPERF_LLM"
 
-DEFAULT_RUNS = 10
+DEFAULT_LOOKS = (10, 20, 40)
 DEFAULT_WARMUP = 1
+FAIL_ON = ("latency", "none")
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,8 @@ class _Setting:
     name: str  # ini key; the CLI flag is the same with dashes
     help: str
     default: Any
-    metavar: str
     parse: Callable[[str], Any]
+    metavar: str = ""  # empty: an on/off flag (store_true; ini true/false)
 
     @property
     def flag(self) -> str:
@@ -53,28 +57,140 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _runs(text: str) -> int | None:
+    """``auto`` (sequential looks) is ``None``; otherwise a fixed count."""
+    return None if text.lower() == "auto" else _count(1)(text)
+
+
+def _looks(text: str) -> tuple[int, ...]:
+    try:
+        looks = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError("expected increasing sample counts, e.g. 10,20,40") from None
+    if not looks or looks[0] < 3 or any(b <= a for a, b in pairwise(looks)):
+        raise ValueError("expected increasing sample counts >= 3, e.g. 10,20,40")
+    return looks
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number between 0 and 0.5") from None
+    if not 0 < value <= 0.5:
+        raise ValueError("expected a number between 0 and 0.5")
+    return value
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
 _SETTINGS = (
     _Setting(
         "llm_runs",
-        f"timed generations per benchmark (default {DEFAULT_RUNS}); "
+        "timed generations per benchmark: a number, or 'auto' (default) to sample in looks "
+        "(--llm-looks) and stop as soon as the comparison is clear; "
         "@pytest.mark.llm_perf(runs=N) overrides per test",
-        DEFAULT_RUNS,
-        "N",
-        _count(1),
+        None,
+        _runs,
+        "N|auto",
+    ),
+    _Setting(
+        "llm_looks",
+        "sample counts at which --llm-runs=auto looks at the comparison (default 10,20,40); "
+        "without a comparison the first is used, and the second when saving a baseline",
+        DEFAULT_LOOKS,
+        _looks,
+        "N,N,...",
     ),
     _Setting(
         "llm_warmup",
         f"untimed warm-up generations before each benchmark (default {DEFAULT_WARMUP})",
         DEFAULT_WARMUP,
-        "N",
         _count(0),
+        "N",
     ),
     _Setting(
         "llm_json",
         "write every result, with raw samples and the environment, to this JSON file",
         None,
-        "PATH",
         Path,
+        "PATH",
+    ),
+    _Setting(
+        "llm_baseline_dir",
+        "where baselines are stored (default: baselines/ in the rootdir)",
+        None,
+        Path,
+        "DIR",
+    ),
+    _Setting(
+        "llm_save_baseline",
+        "store this run's samples as the baseline of every benchmark that ran",
+        False,
+        parse_bool,
+    ),
+    _Setting(
+        "llm_baseline_keep",
+        "stored runs kept per benchmark and pooled as its baseline (default 3)",
+        3,
+        _count(1),
+        "K",
+    ),
+    _Setting(
+        "llm_no_compare",
+        "do not compare with stored baselines even where they exist",
+        False,
+        parse_bool,
+    ),
+    _Setting(
+        "llm_compare_to",
+        "relative mode: run this reference backend in the same job, interleaved with each "
+        "benchmarked backend, and gate on the difference (recommended on shared CI runners)",
+        None,
+        str,
+        "SPEC",
+    ),
+    _Setting(
+        "llm_compare_across_machines",
+        "compare with a baseline stored on a different machine or software stack (loudly)",
+        False,
+        parse_bool,
+    ),
+    _Setting(
+        "llm_tolerance",
+        # argparse %-formats help text, hence the doubled percent signs.
+        "allowed slowdown per metric, e.g. 'ttft_s=15%%,tpot_s=5%%' (defaults: tpot_s and "
+        "e2e_s 5%%, ttft_s 10%%)",
+        {},
+        parse_tolerances,
+        "METRIC=PCT,...",
+    ),
+    _Setting(
+        "llm_alpha",
+        "family-wise error rate across all gated comparisons of the session (default 0.05)",
+        0.05,
+        _alpha,
+        "ALPHA",
+    ),
+    _Setting(
+        "llm_no_confirm",
+        "fail on the first REGRESSION instead of re-running the benchmark once to confirm it",
+        False,
+        parse_bool,
+    ),
+    _Setting(
+        "llm_fail_on",
+        "which regressions fail the run: latency (default) or none (report only)",
+        "latency",
+        _choice(FAIL_ON),
+        "WHAT",
     ),
 )
 
@@ -92,7 +208,10 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("llm", "backend specs, one per line (see --llm)", type="linelist", default=[])
     for s in _SETTINGS:
-        group.addoption(s.flag, dest=s.name, metavar=s.metavar, default=None, help=s.help)
+        if s.metavar:
+            group.addoption(s.flag, dest=s.name, metavar=s.metavar, default=None, help=s.help)
+        else:
+            group.addoption(s.flag, dest=s.name, action="store_true", default=None, help=s.help)
         parser.addini(s.name, f"default for {s.flag}", default=None)
     group.addoption(
         "--llm-list-backends",
@@ -105,28 +224,58 @@ def add_options(parser: pytest.Parser) -> None:
 @dataclass(frozen=True)
 class Settings:
     specs: tuple[LLMSpec, ...]
-    runs: int
+    runs: int | None  # None: auto (sequential looks)
+    looks: tuple[int, ...]
     warmup: int
     json_path: Path | None
+    baseline_dir: Path
+    save_baseline: bool
+    baseline_keep: int
+    compare: bool
+    compare_to: LLMSpec | None
+    across_machines: bool
+    tolerances: Mapping[str, float]
+    alpha: float
+    confirm: bool
+    fail_on: str
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
-        values = {s.name: _resolve(config, s) for s in _SETTINGS}
-        json_path = values["llm_json"]
+        v = {s.name: _resolve(config, s) for s in _SETTINGS}
+        json_path = v["llm_json"]
         if json_path is not None:
             json_path = Path(config.invocation_params.dir, json_path)
             if json_path.is_dir():
                 raise pytest.UsageError(f"--llm-json={json_path}: is a directory, not a file")
+        compare_to = None
+        if v["llm_compare_to"]:
+            try:
+                compare_to = parse_spec(v["llm_compare_to"], "--llm-compare-to")
+            except SpecError as exc:
+                raise pytest.UsageError(str(exc)) from None
         return cls(
             specs=_resolve_specs(config),
-            runs=values["llm_runs"],
-            warmup=values["llm_warmup"],
+            runs=v["llm_runs"],
+            looks=v["llm_looks"],
+            warmup=v["llm_warmup"],
             json_path=json_path,
+            baseline_dir=Path(config.rootpath, v["llm_baseline_dir"] or "baselines"),
+            save_baseline=v["llm_save_baseline"],
+            baseline_keep=v["llm_baseline_keep"],
+            compare=not v["llm_no_compare"],
+            compare_to=compare_to,
+            across_machines=v["llm_compare_across_machines"],
+            tolerances={**DEFAULT_TOLERANCES, **v["llm_tolerance"]},
+            alpha=v["llm_alpha"],
+            confirm=not v["llm_no_confirm"],
+            fail_on=v["llm_fail_on"],
         )
 
 
 def _resolve(config: pytest.Config, setting: _Setting) -> Any:
     cli = config.getoption(setting.name)
+    if cli is True:  # an on/off flag given on the command line
+        return True
     if cli is not None:
         text, source = cli, setting.flag
     else:

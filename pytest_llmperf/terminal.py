@@ -1,12 +1,20 @@
-"""The end-of-run table: one row per benchmark and backend, readable at 100 columns."""
+"""The end-of-run summary: a table (one row per benchmark and backend, readable at 100
+columns), the gate's verdicts with their reasons, and notes."""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["format_table"]
+from .compare import gate_message
+from .gate import Verdict
+
+if TYPE_CHECKING:
+    from .session import LLMPerfSession
+
+__all__ = ["format_table", "write_summary"]
 
 _COLUMNS = (
     # header, metric, statistic, scale, format
@@ -37,12 +45,14 @@ def format_table(results: Sequence[dict[str, Any]], width: int = 100) -> list[st
     """Rows sorted by test then backend; long test and backend names are shortened."""
     if not results:
         return []
+    gated = any(r.get("gate") for r in results)
     rows = [
         [_label(r), r["backend_id"], str(r["runs"])]
         + [_cell(r["stats"], m, s, k, f) for _, m, s, k, f in _COLUMNS]
+        + ([_verdict_cell(r.get("gate"))] if gated else [])
         for r in sorted(results, key=lambda r: (r["nodeid"], r["name"], r["backend"]))
     ]
-    header = ["test", "backend", "runs"] + [c[0] for c in _COLUMNS]
+    header = ["test", "backend", "runs"] + [c[0] for c in _COLUMNS] + (["verdict"] if gated else [])
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
     # Shorten names only when the row would not fit: the test column first, down to 24.
     excess = sum(widths) + 2 * (len(widths) - 1) - width
@@ -56,7 +66,7 @@ def format_table(results: Sequence[dict[str, Any]], width: int = 100) -> list[st
 
     def line(cells: Sequence[str]) -> str:
         out = [
-            fit(c, w).ljust(w) if i < 2 else c.rjust(w)
+            fit(c, w).ljust(w) if i < 2 or (i == len(widths) - 1 and gated) else c.rjust(w)
             for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ]
         return "  ".join(out).rstrip()
@@ -64,3 +74,86 @@ def format_table(results: Sequence[dict[str, Any]], width: int = 100) -> list[st
     lines = [line(header), "-" * len(line(header))]
     lines.extend(line(r) for r in rows)
     return lines
+
+
+def _verdict_cell(gate: dict[str, Any] | None) -> str:
+    if not gate:
+        return "-"
+    metrics = [m for m in gate.get("metrics", []) if m["metric"] != "ttft_s"]
+    if gate["verdict"] in (Verdict.REFUSED,) or not metrics:
+        return str(gate["verdict"])
+    return f"{gate['verdict']} {(metrics[0]['ratio'] - 1) * 100:+.0f}%"
+
+
+def _gate_lines(results: Sequence[dict[str, Any]]) -> list[str]:
+    lines = []
+    for r in sorted(results, key=lambda r: (r["nodeid"], r["name"])):
+        gate = r.get("gate")
+        if not gate or gate["verdict"] == Verdict.PASS:
+            continue
+        where = f"{_label(r)} [{r['backend_id']}]"
+        verdict = gate["verdict"]
+        if verdict in (Verdict.REGRESSION, Verdict.IMPROVEMENT):
+            lines.append(f"{verdict} {where}: {gate_message(gate)}")
+        elif verdict == Verdict.REFUSED:
+            lines.append(f"REFUSED {where}: {gate['reason']}")
+        elif verdict == Verdict.UNSTABLE:
+            lines.append(
+                f"UNSTABLE {where}: the samples drift monotonically within the run "
+                "(Kendall trend); neither passed nor failed. Check for thermal or noisy neighbours."
+            )
+        else:
+            need = (
+                max((m["runs_to_settle"] or 0) for m in gate["metrics"]) if gate["metrics"] else 0
+            )
+            lines.append(
+                f"INCONCLUSIVE {where} after {gate['samples']} samples: about {need} per side "
+                "would likely settle it (--llm-looks / --llm-runs)"
+            )
+    return lines
+
+
+def _detectable(results: Sequence[dict[str, Any]]) -> list[str]:
+    """The smallest regression each stored-baseline comparison could honestly detect."""
+    seen: dict[str, str] = {}
+    for r in results:
+        gate = r.get("gate") or {}
+        for m in gate.get("metrics", []):
+            if gate.get("mode") == "stored" and m["effective_tolerance"] > m["tolerance"]:
+                seen.setdefault(
+                    f"{r['backend_id']} {m['metric']}",
+                    f"+{m['effective_tolerance']:.0%} ({m['note']})",
+                )
+    return [f"smallest detectable slowdown, {k}: {v}" for k, v in sorted(seen.items())]
+
+
+def write_summary(tr: Any, run: LLMPerfSession, *, width: int) -> None:
+    """Write the llmperf sections of pytest's terminal summary."""
+    if run.results:
+        tr.write_sep("-", "llmperf: latency (medians over timed runs)")
+        for line in format_table(run.results, width=width):
+            tr.write_line(line)
+        for rec in run.backend_records:
+            worker = "" if rec["worker"] == "main" else f" on {rec['worker']}"
+            role = " (reference)" if rec.get("role") == "reference" else ""
+            tr.write_line(f"loaded {rec['id']}{role} in {rec['load_s']:.2f} s{worker}")
+    gated = [r for r in run.results if r.get("gate")]
+    if gated:
+        counts = Counter(r["gate"]["verdict"] for r in gated)
+        tr.write_sep(
+            "-", "llmperf: gate " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+        )
+        for line in [*_gate_lines(gated), *_detectable(gated)]:
+            tr.write_line(line, red=line.startswith(Verdict.REGRESSION))
+    for line in run.regressions_after_review:
+        tr.write_line(f"REGRESSION (Holm step-down at session end) {line}", red=True)
+    for line in run.notes:
+        tr.write_line(f"llmperf: {line}")
+    if run.load_errors:
+        tr.write_sep("-", "llmperf: backends that could not start", red=True)
+        for spec, message in run.load_errors.items():
+            tr.write_line(f"{spec}: {message}")
+    if run.json_written is not None:
+        tr.write_line(f"llmperf: results written to {run.json_written}")
+    for line in run.errors:
+        tr.write_line(f"llmperf: {line}", red=True)

@@ -199,7 +199,9 @@ def test_json_results_carry_samples_stats_and_environment(fake):
     doc = json.loads(path.read_text())
     assert [p.name for p in path.parent.iterdir()] == ["results.json"]  # no temp file left
     assert doc["schema_version"] == 1
-    assert doc["settings"] == {"runs": 10, "warmup": 1}
+    assert doc["settings"]["runs"] == "auto"
+    assert doc["settings"]["looks"] == [10, 20, 40]
+    assert doc["settings"]["tolerances"]["tpot_s"] == 0.05
     env = doc["environment"]
     for key in ("cpu_model", "cpu_count", "ram_bytes", "gpus", "os", "python", "libraries"):
         assert key in env
@@ -307,7 +309,7 @@ def test_bad_llm_perf_marker_is_a_clear_failure(fake):
     result = fake.runpytest("--llm=fake:m")
     result.assert_outcomes(errors=1)
     assert (
-        "llm_perf takes keyword arguments max_tokens, runs, warmup; got ['rounds']"
+        "llm_perf takes keyword arguments max_tokens, runs, tolerance, warmup; got ['rounds']"
         in result.stdout.str()
     )
 

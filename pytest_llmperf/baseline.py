@@ -1,0 +1,191 @@
+"""Stored baselines: one human-diffable JSON file per backend, pooling the last K runs.
+
+File layout (``schema_version`` 1)::
+
+    {"schema_version": 1, "backend": SPEC, "updated": ISO-8601,
+     "key": {"strict": {...}, "soft": {...}},
+     "benchmarks": {BENCH_ID: {"params": {...},
+                               "runs": [{"created", "commit", "samples": {metric: [...]}}]}}}
+
+The strict key (CPU model, accelerators, backend library and version, model file hash, backend
+options, plugin major version, xdist worker count) must match to compare; the soft key (host
+name, kernel, Python) only warns. A file that cannot be read is an error naming it, and it is
+never overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+from .errors import BaselineError
+from .results import write_json_atomic
+
+__all__ = [
+    "STORED_METRICS",
+    "BaselineError",
+    "BaselineFile",
+    "StoredBenchmark",
+    "baseline_path",
+    "bench_id",
+    "describe_differences",
+    "load_baseline",
+    "save_baseline",
+]
+
+SCHEMA_VERSION = 1
+STORED_METRICS = (
+    "ttft_s",
+    "e2e_s",
+    "tpot_s",
+    "decode_tps",
+    "prefill_tps",
+    "sec_per_token",
+    "output_tokens",
+)
+
+
+@dataclass
+class StoredBenchmark:
+    params: dict[str, Any]
+    runs: list[dict[str, Any]]
+
+    def pooled(self, metric: str) -> list[float]:
+        return [float(v) for run in self.runs for v in run["samples"].get(metric, [])]
+
+    def run_medians(self, metric: str) -> list[float]:
+        return [median(run["samples"][metric]) for run in self.runs if run["samples"].get(metric)]
+
+    @property
+    def newest(self) -> dict[str, Any]:
+        return self.runs[-1]
+
+
+@dataclass
+class BaselineFile:
+    path: Path
+    backend: str
+    strict: dict[str, Any]
+    soft: dict[str, Any]
+    benchmarks: dict[str, StoredBenchmark] = field(default_factory=dict)
+
+
+def baseline_path(directory: Path, spec_text: str, short_id: str) -> Path:
+    """A readable file name that stays unique for specs with the same short id."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", short_id).strip("-")[:60]
+    digest = hashlib.sha256(spec_text.encode()).hexdigest()[:8]
+    return directory / f"{slug}-{digest}.json"
+
+
+def bench_id(nodeid: str, name: str) -> str:
+    return f"{nodeid}::{name}" if name else nodeid
+
+
+def load_baseline(path: Path) -> BaselineFile | None:
+    """The stored baseline at ``path``, ``None`` if there is none; :class:`BaselineError` if it
+    exists but cannot be trusted."""
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BaselineError(
+            f"baseline file {path} is unreadable or corrupt ({exc}); fix or delete it "
+            "(it is never overwritten automatically)"
+        ) from exc
+    try:
+        version = doc["schema_version"]
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise BaselineError(
+                f"baseline file {path} has schema_version {version!r}, newer than this "
+                f"pytest-llmperf understands ({SCHEMA_VERSION}); upgrade pytest-llmperf"
+            )
+        benchmarks = {
+            key: StoredBenchmark(dict(entry["params"]), list(entry["runs"]))
+            for key, entry in doc["benchmarks"].items()
+        }
+        for entry in benchmarks.values():
+            for run in entry.runs:
+                for values in run["samples"].values():
+                    if not all(isinstance(v, (int, float)) for v in values):
+                        raise TypeError("samples must be numbers")
+        return BaselineFile(
+            path,
+            str(doc["backend"]),
+            dict(doc["key"]["strict"]),
+            dict(doc["key"]["soft"]),
+            benchmarks,
+        )
+    except BaselineError:
+        raise
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise BaselineError(
+            f"baseline file {path} does not have the expected structure ({exc!r}); fix or "
+            "delete it (it is never overwritten automatically)"
+        ) from exc
+
+
+def describe_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``["cpu_model: 'AMD EPYC' -> 'Intel Xeon'", ...]`` for every key that differs."""
+    return [
+        f"{key}: {stored.get(key)!r} -> {current.get(key)!r}"
+        for key in sorted(set(stored) | set(current))
+        if stored.get(key) != current.get(key)
+    ]
+
+
+def save_baseline(
+    existing: BaselineFile | None,
+    path: Path,
+    *,
+    backend: str,
+    key: dict[str, Any],
+    results: list[dict[str, Any]],
+    commit: str | None,
+    keep: int,
+) -> list[str]:
+    """Add this run's samples to the stored baseline (atomically); returns notes for the user.
+
+    A benchmark whose parameters changed, or a file whose strict key no longer matches,
+    starts afresh: runs measured under other conditions must not be pooled with these.
+    """
+    notes: list[str] = []
+    benchmarks: dict[str, StoredBenchmark] = {}
+    if existing is not None:
+        differences = describe_differences(existing.strict, key["strict"])
+        if differences:
+            notes.append(
+                f"{path.name}: replaced runs stored under another setup ({'; '.join(differences)})"
+            )
+        else:
+            benchmarks = dict(existing.benchmarks)
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for result in results:
+        bid = bench_id(result["nodeid"], result["name"])
+        run = {
+            "created": created,
+            "commit": commit,
+            "samples": {m: result["samples"][m] for m in STORED_METRICS if m in result["samples"]},
+        }
+        entry = benchmarks.get(bid)
+        if entry is None or entry.params != result["params"]:
+            entry = StoredBenchmark(result["params"], [])
+        benchmarks[bid] = StoredBenchmark(entry.params, [*entry.runs, run][-keep:])
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "backend": backend,
+        "updated": created,
+        "key": key,
+        "benchmarks": {
+            bid: {"params": entry.params, "runs": entry.runs}
+            for bid, entry in sorted(benchmarks.items())
+        },
+    }
+    write_json_atomic(path, doc)
+    return notes

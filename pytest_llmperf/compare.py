@@ -1,0 +1,219 @@
+"""Sampling a benchmark and gating it: sequential looks, interleaved A/B, confirmation re-run.
+
+A benchmark is compared against a :class:`Reference`: either samples stored by an earlier run
+(``stored``; the tolerance is widened by the between-run drift those runs show) or a reference
+backend run in the same job, interleaved A B B A ... with the candidate (``relative``; drift
+hits both sides alike, so the configured tolerance applies as is).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .baseline import StoredBenchmark
+from .bench import BenchResult, Workload
+from .gate import MetricVerdict, Verdict, drift_allowance, gated_metrics, judge_metric, worst
+from .harness import Generation, LLMHandle
+
+__all__ = ["GatePolicy", "Reference", "gate_message", "run_benchmark"]
+
+
+@dataclass
+class Reference:
+    """What a benchmark is compared with."""
+
+    mode: str  # "stored" | "relative"
+    label: str  # "baseline of 2026-11-20 (commit abc1234)", "llamacpp:old.gguf (same job)"
+    stored: StoredBenchmark | None = None
+    handle: LLMHandle | None = None
+    refused: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    tolerances: dict[str, float]
+    #: Level for one comparison: the session's alpha over its planned comparisons.
+    alpha_one: float
+    #: Comparisons the session planned (for the adjusted p-value in messages).
+    comparisons: int
+    confirm: bool
+
+
+def _interleaved(
+    workload: Workload, handle: LLMHandle, other: LLMHandle | None, count: int, start: int
+) -> tuple[list[Generation], list[Generation]]:
+    """``count`` candidate runs, each paired with a reference run in alternating order."""
+    mine: list[Generation] = []
+    theirs: list[Generation] = []
+    for i in range(start, start + count):
+        if other is not None and i % 2 == 1:
+            theirs.append(workload.run(other))
+        mine.append(workload.run(handle))
+        if other is not None and i % 2 == 0:
+            theirs.append(workload.run(other))
+    return mine, theirs
+
+
+def _samples(generations: list[Generation], metric: str) -> list[float]:
+    return [float(v) for g in generations if (v := getattr(g, metric)) is not None]
+
+
+def _judge(
+    reference: Reference,
+    mine: list[Generation],
+    theirs: list[Generation],
+    policy: GatePolicy,
+    looks: int,
+    final: bool,
+) -> list[MetricVerdict]:
+    primary, ttft = gated_metrics(_samples(mine, "output_tokens"))
+    verdicts = []
+    for metric in (primary, ttft):
+        current = _samples(mine, metric)
+        if reference.stored is not None:
+            base = reference.stored.pooled(metric)
+            drift, how = drift_allowance(reference.stored.run_medians(metric))
+        else:
+            base, drift, how = _samples(theirs, metric), 0.0, "interleaved in the same job"
+        if len(current) < 3 or len(base) < 3:
+            continue  # e.g. TTFT never defined: nothing to compare
+        v = judge_metric(
+            metric,
+            current,
+            base,
+            tolerance=policy.tolerances[metric],
+            alpha=policy.alpha_one / looks,
+            drift=drift,
+            final=final,
+        )
+        verdicts.append(_with_note(v, how))
+    return verdicts
+
+
+def _with_note(v: MetricVerdict, note: str) -> MetricVerdict:
+    return MetricVerdict(**{**v.to_json(), "note": note})
+
+
+def _sample_and_judge(
+    workload: Workload,
+    handle: LLMHandle,
+    reference: Reference,
+    looks: tuple[int, ...],
+    policy: GatePolicy,
+) -> tuple[list[Generation], list[Generation], list[MetricVerdict]]:
+    mine: list[Generation] = []
+    theirs: list[Generation] = []
+    verdicts: list[MetricVerdict] = []
+    for index, target in enumerate(looks):
+        new_mine, new_theirs = _interleaved(
+            workload, handle, reference.handle, target - len(mine), len(mine)
+        )
+        mine += new_mine
+        theirs += new_theirs
+        final = index == len(looks) - 1
+        verdicts = _judge(reference, mine, theirs, policy, len(looks), final)
+        clear = {Verdict.REGRESSION, Verdict.PASS, Verdict.IMPROVEMENT}
+        if any(v.verdict == Verdict.REGRESSION for v in verdicts) or all(
+            v.verdict in clear for v in verdicts
+        ):
+            break
+    return mine, theirs, verdicts
+
+
+def _outcome(
+    reference: Reference,
+    verdicts: list[MetricVerdict],
+    looks: tuple[int, ...],
+    policy: GatePolicy,
+    samples: int,
+) -> dict[str, Any]:
+    verdict = worst([v.verdict for v in verdicts]) if verdicts else Verdict.INCONCLUSIVE
+    return {
+        "verdict": verdict,
+        "mode": reference.mode,
+        "against": reference.label,
+        "samples": samples,
+        "looks": list(looks),
+        "comparisons": policy.comparisons,
+        # Bonferroni over the looks makes each sequential test one p-value the session can
+        # Holm-adjust with the others at the end.
+        "p_sequential": {v.metric: min(1.0, v.p_slowdown * len(looks)) for v in verdicts},
+        "metrics": [v.to_json() for v in verdicts],
+        "warnings": list(reference.warnings),
+        "confirmation": None,
+    }
+
+
+def run_benchmark(
+    workload: Workload,
+    handle: LLMHandle,
+    *,
+    name: str,
+    nodeid: str,
+    warmup: int,
+    looks: tuple[int, ...],
+    reference: Reference | None,
+    policy: GatePolicy,
+) -> BenchResult:
+    """Warm up, sample (in looks when comparing) and attach the gate's outcome."""
+    other = reference.handle if reference is not None else None
+    for _ in range(warmup):
+        workload.run(handle)
+        if other is not None:
+            workload.run(other)
+    gate: dict[str, Any] | None = None
+    if reference is None or reference.refused is not None:
+        mine, theirs = _interleaved(workload, handle, None, looks[0], 0)
+        if reference is not None:
+            gate = {
+                "verdict": Verdict.REFUSED,
+                "mode": reference.mode,
+                "against": reference.label,
+                "reason": reference.refused,
+                "warnings": list(reference.warnings),
+            }
+    else:
+        mine, theirs, verdicts = _sample_and_judge(workload, handle, reference, looks, policy)
+        gate = _outcome(reference, verdicts, looks, policy, len(mine))
+        if gate["verdict"] == Verdict.REGRESSION and policy.confirm:
+            # A false alarm repeats with probability ~alpha, so a confirmed one is trustworthy.
+            first = gate
+            mine, theirs, verdicts = _sample_and_judge(workload, handle, reference, looks, policy)
+            gate = _outcome(reference, verdicts, looks, policy, len(mine))
+            gate["confirmation"] = {"first_verdict": first["verdict"], "first": first["metrics"]}
+    return BenchResult(
+        name=name,
+        nodeid=nodeid,
+        backend=handle.spec,
+        backend_id=handle.id,
+        params=workload.params(),
+        runs=len(mine),
+        warmup=warmup,
+        generations=mine,
+        gate=gate,
+        reference=theirs,
+    )
+
+
+def gate_message(gate: dict[str, Any], p_label: str = "") -> str:
+    """One actionable line per regressed metric, e.g.
+    ``TPOT regressed +18.0% (90% CI +12%..+25%, p=0.0004 adjusted for 6 comparisons;
+    tolerance 5%) vs baseline of 2026-11-20, commit abc1234; 3 run(s) pooled``."""
+    label = p_label or f"p adjusted for {gate['comparisons']} comparison(s)"
+    parts = []
+    for data in gate["metrics"]:
+        verdict = MetricVerdict(**data)
+        if verdict.verdict == gate["verdict"]:
+            raw = (
+                verdict.p_slowdown
+                if verdict.verdict == Verdict.REGRESSION
+                else verdict.p_improvement
+            )
+            p = min(1.0, raw * len(gate["looks"]) * gate["comparisons"])
+            parts.append(verdict.describe(p, label))
+    text = "; ".join(parts) + f" vs {gate['against']}"
+    if gate.get("confirmation"):
+        text += " (confirmed by a re-run)"
+    return text

@@ -1,0 +1,80 @@
+"""End of a run, on the controller: multiplicity review, baseline saving, the JSON file."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from .compare import gate_message
+from .environment import describe_environment
+from .gate import Verdict, review
+from .results import build_document, write_json_atomic
+
+if TYPE_CHECKING:
+    from .session import LLMPerfSession
+
+__all__ = ["finish_run"]
+
+
+def finish_run(run: LLMPerfSession, session: pytest.Session) -> None:
+    _review(run, session)
+    if run.settings.save_baseline:
+        try:
+            run.notes += run.save_baselines()
+        except OSError as exc:
+            run.errors.append(f"could not save baselines: {exc}")
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+    _write_json(run, session)
+
+
+def _review(run: LLMPerfSession, session: pytest.Session) -> None:
+    rows = review(run.results, run.settings.alpha)
+    for row in rows:
+        gate = run.results[row["result"]]["gate"]
+        gate.setdefault("p_holm", {})[row["metric"]] = row["p_holm"]
+        gate.setdefault("p_by", {})[row["metric"]] = row["p_by"]
+    for row in rows:
+        result = run.results[row["result"]]
+        gate = result["gate"]
+        where = f"{result['nodeid']}{'::' + result['name'] if result['name'] else ''}"
+        if row["holm_rejects"] and gate["verdict"] != Verdict.REGRESSION:
+            # Holm's later, looser steps rejected what the in-test first step could not.
+            gate["verdict"] = Verdict.REGRESSION
+            gate["holm_at_session_end"] = True
+            run.regressions_after_review.append(f"{where}: {gate_message(gate, 'p (Holm)')}")
+        elif row["by_flags"] and not row["holm_rejects"]:
+            run.notes.append(
+                f"worth a look (Benjamini-Yekutieli p={row['p_by']:.2g}, not significant "
+                f"family-wise): {where} {row['metric']}"
+            )
+    if run.regressions_after_review and run.settings.fail_on == "latency":
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _write_json(run: LLMPerfSession, session: pytest.Session) -> None:
+    path = run.settings.json_path
+    if path is None:
+        return
+    s = run.settings
+    document = build_document(
+        settings={
+            "runs": s.runs if s.runs is not None else "auto",
+            "looks": list(s.looks),
+            "warmup": s.warmup,
+            "alpha": s.alpha,
+            "tolerances": dict(s.tolerances),
+            "compare_to": s.compare_to.text if s.compare_to else None,
+        },
+        environment=describe_environment(),
+        backends=run.backend_records,
+        backend_errors=run.load_errors,
+        results=run.results,
+    )
+    try:
+        write_json_atomic(path, document)
+    except OSError as exc:
+        run.errors.append(f"could not write {path}: {exc}")
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+    else:
+        run.json_written = path
