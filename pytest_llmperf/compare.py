@@ -139,7 +139,12 @@ def _outcome(
         "comparisons": policy.comparisons,
         # Bonferroni over the looks makes each sequential test one p-value the session can
         # Holm-adjust with the others at the end.
-        "p_sequential": {v.metric: min(1.0, v.p_slowdown * len(looks)) for v in verdicts},
+        # An UNSTABLE metric is declared undecidable, so it does not enter the review either.
+        "p_sequential": {
+            v.metric: min(1.0, v.p_slowdown * len(looks))
+            for v in verdicts
+            if v.verdict != Verdict.UNSTABLE
+        },
         "metrics": [v.to_json() for v in verdicts],
         "warnings": list(reference.warnings),
         "confirmation": None,
@@ -197,21 +202,25 @@ def run_benchmark(
     )
 
 
-def gate_message(gate: dict[str, Any], p_label: str = "") -> str:
-    """One actionable line per regressed metric, e.g.
-    ``TPOT regressed +18.0% (90% CI +12%..+25%, p=0.0004 adjusted for 6 comparisons;
-    tolerance 5%) vs baseline of 2026-11-20, commit abc1234; 3 run(s) pooled``."""
-    label = p_label or f"p adjusted for {gate['comparisons']} comparison(s)"
+def gate_message(gate: dict[str, Any]) -> str:
+    """One actionable line per regressed (or improved) metric, e.g.
+    ``TPOT regressed +18.0% (90% CI +12%..+25%, p adjusted for 6 comparison(s)=0.0004;
+    tolerance 5%) vs baseline of 2026-11-20, commit abc1234; 3 run(s) pooled``.
+
+    The p-value is Bonferroni over the sequential looks and the session's planned comparisons
+    (Holm's first step) or, after the session-end review, Holm's own adjusted p-value.
+    """
+    holm = gate.get("p_holm_rejected", {})
     parts = []
     for data in gate["metrics"]:
         verdict = MetricVerdict(**data)
-        if verdict.verdict == gate["verdict"]:
-            raw = (
-                verdict.p_slowdown
-                if verdict.verdict == Verdict.REGRESSION
-                else verdict.p_improvement
-            )
+        if verdict.metric in holm:
+            parts.append(verdict.describe(holm[verdict.metric], "p (Holm)"))
+        elif verdict.verdict == gate["verdict"]:
+            regressed = verdict.verdict == Verdict.REGRESSION
+            raw = verdict.p_slowdown if regressed else verdict.p_improvement
             p = min(1.0, raw * len(gate["looks"]) * gate["comparisons"])
+            label = f"p adjusted for {gate['comparisons']} comparison(s)"
             parts.append(verdict.describe(p, label))
     text = "; ".join(parts) + f" vs {gate['against']}"
     if gate.get("confirmation"):

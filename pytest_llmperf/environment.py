@@ -10,6 +10,7 @@ import ctypes
 import importlib.metadata
 import os
 import platform
+import re
 import shutil
 import subprocess
 from functools import lru_cache
@@ -40,8 +41,9 @@ def commit_id() -> str | None:
     """The git commit of the working directory (pytest-benchmark's lookup), if any."""
     from pytest_benchmark.utils import get_commit_info
 
-    found = get_commit_info().get("id")
-    return str(found) if found and found != "unknown" else None
+    found = str(get_commit_info().get("id") or "")
+    # pytest-benchmark says "unversioned" or "unknown" outside a git checkout.
+    return found if re.fullmatch(r"[0-9a-f]{7,40}", found) else None
 
 
 def comparison_key(backend_record: dict[str, Any], workers: int) -> dict[str, Any]:

@@ -38,11 +38,12 @@ def _review(run: LLMPerfSession, session: pytest.Session) -> None:
         result = run.results[row["result"]]
         gate = result["gate"]
         where = f"{result['nodeid']}{'::' + result['name'] if result['name'] else ''}"
-        if row["holm_rejects"] and gate["verdict"] != Verdict.REGRESSION:
+        metric = next(m for m in gate["metrics"] if m["metric"] == row["metric"])
+        if row["holm_rejects"] and metric["verdict"] != Verdict.REGRESSION:
             # Holm's later, looser steps rejected what the in-test first step could not.
-            gate["verdict"] = Verdict.REGRESSION
-            gate["holm_at_session_end"] = True
-            run.regressions_after_review.append(f"{where}: {gate_message(gate, 'p (Holm)')}")
+            metric["verdict"] = gate["verdict"] = Verdict.REGRESSION
+            gate.setdefault("p_holm_rejected", {})[row["metric"]] = row["p_holm"]
+            run.regressions_after_review.append(f"{where}: {gate_message(gate)}")
         elif row["by_flags"] and not row["holm_rejects"]:
             run.notes.append(
                 f"worth a look (Benjamini-Yekutieli p={row['p_by']:.2g}, not significant "

@@ -228,6 +228,8 @@ def review(results: Sequence[Mapping[str, Any]], alpha: float) -> list[dict[str,
         if (gate := result.get("gate")) and "p_sequential" in gate
         for metric, p in gate["p_sequential"].items()
     ]
+    if not rows:
+        return rows  # and scipy (slow to import) stays unloaded
     pvalues = [row["p"] for row in rows]
     for row, p_holm, p_by in zip(
         rows, stats.holm(pvalues), stats.benjamini_yekutieli(pvalues), strict=True

@@ -2,6 +2,10 @@ from pathlib import Path
 
 import pytest
 
+# pytester's in-process runs drop the modules imported during them, and numpy's C extension
+# cannot be imported twice in one process: load the gate's scientific stack up front.
+import scipy.stats  # noqa: F401
+
 FAKE_BACKEND = Path(__file__).with_name("fake_backend.py").read_text()
 
 

@@ -1,11 +1,18 @@
 """A fake backend for testing the plugin's own machinery (never a real backend's test).
 
 Copied into pytester directories as ``conftest.py``; it registers itself through the same hook
-a third-party plugin would use.
+a third-party plugin would use. Its latency is real (it sleeps); environment variables change
+it without changing the spec (and so without changing the baseline's key):
+
+- ``FAKE_DELAY_MS``: sleep before each chunk (overrides the ``delay_ms`` option);
+- ``FAKE_GROWTH_MS``: add this much more per generation (a drifting, unstable run);
+- ``FAKE_SLOW_FIRST``: the first N generations of each instance are 4x slower (a transient);
+- ``FAKE_CALL_LOG``: append each generation's model name to this file (interleaving order).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -28,6 +35,7 @@ class FakeBackend:
     def __init__(self, spec: Any, options: Mapping[str, Any]) -> None:
         self.spec = spec
         self.opts = dict(options)
+        self.generations = 0
 
     @property
     def model_file(self) -> Path | None:
@@ -44,11 +52,19 @@ class FakeBackend:
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
         prompt = request.prompt if isinstance(request.prompt, str) else str(request.prompt)
         yield Usage(prompt_tokens=len(prompt.split()), token_source="chunks")
+        self.generations += 1
+        delay = float(os.environ.get("FAKE_DELAY_MS", self.opts["delay_ms"]))
+        delay += float(os.environ.get("FAKE_GROWTH_MS", 0)) * self.generations
+        if self.generations <= int(os.environ.get("FAKE_SLOW_FIRST", 0)):
+            delay *= 4
+        if os.environ.get("FAKE_CALL_LOG"):
+            with open(os.environ["FAKE_CALL_LOG"], "a") as log:
+                log.write(self.spec.model + "\n")
         left = request.max_tokens
         while left > 0:
             k = min(left, self.opts["tokens_per_chunk"])
-            if self.opts["delay_ms"]:
-                time.sleep(self.opts["delay_ms"] / 1000)
+            if delay:
+                time.sleep(delay / 1000)
             yield Chunk("tok " * k, tokens=k)
             left -= k
 
