@@ -101,7 +101,9 @@ def load_baseline(path: Path) -> BaselineFile | None:
         ) from exc
     try:
         version = doc["schema_version"]
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise TypeError(f"schema_version must be a positive integer, not {version!r}")
+        if version > SCHEMA_VERSION:
             raise BaselineError(
                 f"baseline file {path} has schema_version {version!r}, newer than this "
                 f"pytest-llmperf understands ({SCHEMA_VERSION}); upgrade pytest-llmperf"
@@ -113,7 +115,9 @@ def load_baseline(path: Path) -> BaselineFile | None:
         for entry in benchmarks.values():
             for run in entry.runs:
                 for values in run["samples"].values():
-                    if not all(isinstance(v, (int, float)) for v in values):
+                    if not all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+                    ):
                         raise TypeError("samples must be numbers")
         return BaselineFile(
             path,

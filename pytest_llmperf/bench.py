@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,10 +96,14 @@ class Workload:
     def params(self) -> dict[str, Any]:
         """JSON-safe parameters; a stored baseline only compares with equal parameters."""
         prompt = self.prompt
-        return {
+        params = {
             "prompt": prompt if isinstance(prompt, str) else [dict(m) for m in prompt],
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "seed": self.seed,
             "options": dict(self.options),
         }
+        # Exactly what a stored baseline will read back (tuples become lists), so comparing
+        # the two is meaningful.
+        normal: dict[str, Any] = json.loads(json.dumps(params, default=repr))
+        return normal

@@ -8,6 +8,7 @@ hits both sides alike, so the configured tolerance applies as is).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ from .bench import BenchResult, Workload
 from .gate import MetricVerdict, Verdict, drift_allowance, gated_metrics, judge_metric, worst
 from .harness import Generation, LLMHandle
 
-__all__ = ["GatePolicy", "Reference", "gate_message", "run_benchmark"]
+__all__ = ["GatePolicy", "Reference", "gate_message", "outcome", "run_benchmark", "sequential"]
 
 
 @dataclass
@@ -96,20 +97,23 @@ def _with_note(v: MetricVerdict, note: str) -> MetricVerdict:
     return MetricVerdict(**{**v.to_json(), "note": note})
 
 
-def _sample_and_judge(
-    workload: Workload,
-    handle: LLMHandle,
+def sequential(
     reference: Reference,
     looks: tuple[int, ...],
     policy: GatePolicy,
+    extend: Callable[[int, int], tuple[list[Generation], list[Generation]]],
 ) -> tuple[list[Generation], list[Generation], list[MetricVerdict]]:
+    """Sample up to each look in turn (``extend(count, start)`` draws more) and stop as soon as
+    the verdict is clear: any REGRESSION, or every metric PASS / IMPROVEMENT.
+
+    Each look tests at ``alpha_one / len(looks)`` (Bonferroni over the looks), so stopping at
+    the first clear look keeps the comparison's error rate at ``alpha_one``.
+    """
     mine: list[Generation] = []
     theirs: list[Generation] = []
     verdicts: list[MetricVerdict] = []
     for index, target in enumerate(looks):
-        new_mine, new_theirs = _interleaved(
-            workload, handle, reference.handle, target - len(mine), len(mine)
-        )
+        new_mine, new_theirs = extend(target - len(mine), len(mine))
         mine += new_mine
         theirs += new_theirs
         final = index == len(looks) - 1
@@ -122,7 +126,7 @@ def _sample_and_judge(
     return mine, theirs, verdicts
 
 
-def _outcome(
+def outcome(
     reference: Reference,
     verdicts: list[MetricVerdict],
     looks: tuple[int, ...],
@@ -180,13 +184,17 @@ def run_benchmark(
                 "warnings": list(reference.warnings),
             }
     else:
-        mine, theirs, verdicts = _sample_and_judge(workload, handle, reference, looks, policy)
-        gate = _outcome(reference, verdicts, looks, policy, len(mine))
+
+        def extend(count: int, start: int) -> tuple[list[Generation], list[Generation]]:
+            return _interleaved(workload, handle, other, count, start)
+
+        mine, theirs, verdicts = sequential(reference, looks, policy, extend)
+        gate = outcome(reference, verdicts, looks, policy, len(mine))
         if gate["verdict"] == Verdict.REGRESSION and policy.confirm:
             # A false alarm repeats with probability ~alpha, so a confirmed one is trustworthy.
             first = gate
-            mine, theirs, verdicts = _sample_and_judge(workload, handle, reference, looks, policy)
-            gate = _outcome(reference, verdicts, looks, policy, len(mine))
+            mine, theirs, verdicts = sequential(reference, looks, policy, extend)
+            gate = outcome(reference, verdicts, looks, policy, len(mine))
             gate["confirmation"] = {"first_verdict": first["verdict"], "first": first["metrics"]}
     return BenchResult(
         name=name,

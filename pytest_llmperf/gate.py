@@ -95,7 +95,7 @@ def parse_tolerances(text: str) -> dict[str, float]:
         except ValueError:
             raise ValueError(f"tolerance {value!r} for {metric} is not a number") from None
         if not 0 <= tol < 10:
-            raise ValueError(f"tolerance for {metric} must be between 0% and 1000%")
+            raise ValueError(f"tolerance {value!r} for {metric} must be between 0% and 1000%")
         out[metric] = tol
     return out
 

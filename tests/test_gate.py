@@ -41,14 +41,15 @@ def run_json(pytester, *args):
     return result, doc["results"][0]["gate"]
 
 
-def test_save_then_compare_the_same_thing_passes_at_the_first_look(gate):
+def test_save_then_compare_the_same_thing_passes_before_the_last_look(gate):
     result = save(gate)
     result.stdout.fnmatch_lines(["llmperf: saved 1 benchmark(s) of fake:m to *baselines*"])
     doc = json.loads(baseline_file(gate).read_text())
     assert doc["schema_version"] == 1
     [(bid, entry)] = doc["benchmarks"].items()
     assert (
-        bid == "test_save_then_compare_the_same_thing_passes_at_the_first_look.py::test_a[fake:m]"
+        bid
+        == "test_save_then_compare_the_same_thing_passes_before_the_last_look.py::test_a[fake:m]"
     )
     assert len(entry["runs"]) == 1
     assert len(entry["runs"][0]["samples"]["tpot_s"]) == 20  # saving samples the second look
@@ -56,7 +57,8 @@ def test_save_then_compare_the_same_thing_passes_at_the_first_look(gate):
 
     result, g = run_json(gate)
     result.assert_outcomes(passed=1)
-    assert (g["verdict"], g["mode"], g["samples"]) == ("PASS", "stored", 10)
+    assert (g["verdict"], g["mode"]) == ("PASS", "stored")
+    assert g["samples"] in (10, 20)  # sequential: stops once clear, before the 40-sample look
     assert {m["metric"] for m in g["metrics"]} == {"tpot_s", "ttft_s"}
     assert all(m["effective_tolerance"] == 0.30 for m in g["metrics"])
     result.stdout.fnmatch_lines(
