@@ -73,11 +73,17 @@ def _judge(
     verdicts = []
     for metric in (primary, ttft):
         current = _samples(mine, metric)
+        trend_of = None
         if reference.stored is not None:
             base = reference.stored.pooled(metric)
             drift, how = drift_allowance(reference.stored.run_medians(metric))
         else:
             base, drift, how = _samples(theirs, metric), 0.0, "interleaved in the same job"
+            trend_of = [
+                a / b
+                for g, h in zip(mine, theirs, strict=True)
+                if (a := getattr(g, metric)) is not None and (b := getattr(h, metric))
+            ]
         if len(current) < 3 or len(base) < 3:
             continue  # e.g. TTFT never defined: nothing to compare
         v = judge_metric(
@@ -88,6 +94,7 @@ def _judge(
             alpha=policy.alpha_one / looks,
             drift=drift,
             final=final,
+            trend_of=trend_of,
         )
         verdicts.append(_with_note(v, how))
     return verdicts

@@ -161,13 +161,16 @@ def judge_metric(
     alpha: float,
     drift: float = 0.0,
     final: bool = True,
+    trend_of: Sequence[float] | None = None,
 ) -> MetricVerdict:
     """Verdict for one metric at one look.
 
     ``alpha`` is the level this single comparison is held to (already divided for the session's
     comparisons and the sequential looks). ``drift`` widens the tolerance for a stored baseline.
     At a non-final look only clear outcomes are returned; anything else is INCONCLUSIVE so the
-    caller samples more.
+    caller samples more. ``trend_of`` is what must not drift monotonically (default: the
+    current samples; in relative mode the per-pair ratios, since drift shared by both sides
+    cancels there).
     """
     higher = DIRECTIONS[metric]
     effective = max(tolerance, drift)
@@ -175,7 +178,7 @@ def judge_metric(
     p_impr = stats.improvement_pvalue(current, baseline, effective, higher_is_better=higher)
     p_fine = stats.no_slowdown_pvalue(current, baseline, effective, higher_is_better=higher)
     ratio, low, high = stats.median_ratio_ci(current, baseline)
-    if stats.is_unstable(current):
+    if stats.is_unstable(current if trend_of is None else trend_of):
         verdict = Verdict.UNSTABLE
     elif p_slow < alpha:
         verdict = Verdict.REGRESSION
