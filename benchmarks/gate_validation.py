@@ -5,10 +5,10 @@
 1. A/A, no change at all: (a) stored baseline, separate processes (3 saves pooled, then
    ``--replicates`` compares); (b) relative mode, the same spec on both sides. False alarms are
    counted with an exact binomial 95% interval; the detectable slowdown the gate printed is shown.
-2. A/B power, semi-synthetic: real A/A samples (relative mode, 40 per side) with the candidate's
+2. A/B power, semi-synthetic: real A/A samples (relative mode, 40 pairs) with the candidate's
    times scaled by 1.05 ... 1.50, decided by the gate's own sequential procedure; also the mean
-   number of samples it used against a fixed 40. The same scaled samples against the stored
-   baseline give the stored mode's power.
+   number of samples it used against a fixed 40. For the stored mode, single-instance runs of 40
+   samples, scaled the same way, against the stored baseline.
 3. A/B end to end: real slowdowns (one thread instead of two in relative mode; a process burning
    a core during a stored-baseline compare) must be flagged.
 
@@ -47,8 +47,13 @@ FACTORS = (1.0, 1.05, 1.10, 1.20, 1.50)
 TIMES = ("ttft_s", "e2e_s", "tpot_s", "sec_per_token")
 
 
-def pytest_run(root: Path, out: Path, *args: str) -> dict[str, Any]:
-    """One separate pytest process; returns its single result (with its gate)."""
+def pytest_run(root: Path, out: Path, *args: str, reuse: bool = False) -> dict[str, Any]:
+    """One separate pytest process; returns its single result (with its gate).
+
+    With ``reuse``, a result file already in the output directory is read instead.
+    """
+    if reuse and out.exists():
+        return dict(json.loads(out.read_text())["results"][0])
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--llm-json={out}"]
     done = subprocess.run([*cmd, *args], cwd=root, capture_output=True, text=True, check=False)
     if not out.exists():
@@ -106,28 +111,41 @@ def main() -> None:
     parser.add_argument("--replicates", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="read result files already in --out instead of rerunning",
+    )
     args = parser.parse_args()
     root = args.out or Path(tempfile.mkdtemp(prefix="llmperf-gate-validation-"))
     root.mkdir(parents=True, exist_ok=True)
     (root / "pytest.ini").write_text("[pytest]\n")
     (root / "test_val.py").write_text(SUITE.format(max_tokens=args.max_tokens))
     n = args.replicates
+
+    def run(out: Path, *pytest_args: str) -> dict[str, Any]:
+        return pytest_run(root, out, *pytest_args, reuse=args.reuse)
+
     started = time.time()
     print(f"raw data in {root}; {n} replicates, {args.max_tokens} tokens per generation\n")
 
     # 1a. stored baseline, separate processes
     for i in range(3):
-        pytest_run(root, root / f"save{i}.json", f"--llm={SPEC}", "--llm-save-baseline")
-    stored_aa = [pytest_run(root, root / f"aa_stored{i}.json", f"--llm={SPEC}") for i in range(n)]
+        run(root / f"save{i}.json", f"--llm={SPEC}", "--llm-save-baseline")
+    stored_aa = [run(root / f"aa_stored{i}.json", f"--llm={SPEC}") for i in range(n)]
     # 1b. relative mode, same spec on both sides, default sequential plan
     rel = (f"--llm={SPEC}", f"--llm-compare-to={SPEC}", "--llm-no-compare")
-    rel_aa = [pytest_run(root, root / f"aa_rel{i}.json", *rel) for i in range(n)]
+    rel_aa = [run(root / f"aa_rel{i}.json", *rel) for i in range(n)]
     # 2. data for the power study: relative A/A, 40 samples per side
-    data = [pytest_run(root, root / f"data{i}.json", *rel, "--llm-runs=40") for i in range(n)]
+    data = [run(root / f"data{i}.json", *rel, "--llm-runs=40") for i in range(n)]
+    # ... and single-instance runs (as a stored baseline is compared) for the stored mode's power
+    solo = [
+        run(root / f"solo{i}.json", f"--llm={SPEC}", "--llm-runs=40", "--llm-no-compare")
+        for i in range(n)
+    ]
     # 3. real slowdowns
     threads = [
-        pytest_run(
-            root,
+        run(
             root / f"threads{i}.json",
             f"--llm={SPEC}?n_threads=1",
             f"--llm-compare-to={SPEC}?n_threads=2",
@@ -139,7 +157,7 @@ def main() -> None:
     for i in range(3):
         burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         try:
-            burned.append(pytest_run(root, root / f"burn{i}.json", f"--llm={SPEC}"))
+            burned.append(run(root / f"burn{i}.json", f"--llm={SPEC}"))
         finally:
             burner.kill()
 
@@ -157,19 +175,24 @@ def main() -> None:
     stored_entry: StoredBenchmark = next(iter(stored.benchmarks.values()))
     stored_ref = Reference("stored", "stored", stored=stored_entry)
     print("\n2. A/B power, semi-synthetic (candidate times x factor; no confirmation re-run)")
-    print("   factor  relative: detected  mean samples (fixed 40)   stored: detected")
+    print("   factor  relative: detected      mean samples   stored: detected      mean samples")
     for factor in FACTORS:
-        rel_v, rel_n, sto_v = [], [], []
+        rel_v, rel_n, sto_v, sto_n = [], [], [], []
         for r in data:
             mine = scaled(generations(r["generations"]), factor)
             theirs = generations(r["reference_generations"])
             v, used = decide(Reference("relative", "ref"), mine, theirs, (10, 20, 40))
             rel_v.append(v)
             rel_n.append(used)
-            sto_v.append(decide(stored_ref, mine, [], (10, 20, 40))[0])
+        for r in solo:
+            v, used = decide(
+                stored_ref, scaled(generations(r["generations"]), factor), [], (10, 20, 40)
+            )
+            sto_v.append(v)
+            sto_n.append(used)
         print(
-            f"   x{factor:<5.2f} {rate(rel_v):>28}  {statistics.mean(rel_n):5.1f} (40)"
-            f"   {rate(sto_v)}"
+            f"   x{factor:<5.2f} {rate(rel_v):>30} {statistics.mean(rel_n):5.1f} of 40"
+            f" {rate(sto_v):>30} {statistics.mean(sto_n):5.1f} of 40"
         )
 
     print("\n3. A/B end to end (real slowdowns)")

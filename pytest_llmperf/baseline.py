@@ -56,11 +56,17 @@ class StoredBenchmark:
     params: dict[str, Any]
     runs: list[dict[str, Any]]
 
-    def pooled(self, metric: str) -> list[float]:
-        return [float(v) for run in self.runs for v in run["samples"].get(metric, [])]
+    # ``first`` keeps only each run's first samples: a process measured for longer drifts
+    # (clocks, heat), so look n is compared with the same positions of the stored runs.
+    def pooled(self, metric: str, first: int | None = None) -> list[float]:
+        return [float(v) for run in self.runs for v in run["samples"].get(metric, [])[:first]]
 
-    def run_medians(self, metric: str) -> list[float]:
-        return [median(run["samples"][metric]) for run in self.runs if run["samples"].get(metric)]
+    def run_medians(self, metric: str, first: int | None = None) -> list[float]:
+        return [
+            median(values)
+            for run in self.runs
+            if (values := run["samples"].get(metric, [])[:first])
+        ]
 
     @property
     def newest(self) -> dict[str, Any]:

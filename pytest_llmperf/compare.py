@@ -73,17 +73,20 @@ def _judge(
     verdicts = []
     for metric in (primary, ttft):
         current = _samples(mine, metric)
-        trend_of = None
+        trend_of: list[float] | None = None
+        pairs: tuple[list[float], list[float]] | None = None
         if reference.stored is not None:
-            base = reference.stored.pooled(metric)
-            drift, how = drift_allowance(reference.stored.run_medians(metric))
+            base = reference.stored.pooled(metric, first=len(mine))
+            drift, how = drift_allowance(reference.stored.run_medians(metric, first=len(mine)))
         else:
-            base, drift, how = _samples(theirs, metric), 0.0, "interleaved in the same job"
-            trend_of = [
-                a / b
+            base, drift, how = _samples(theirs, metric), 0.0, "interleaved pairs, same job"
+            aligned = [
+                (a, b)
                 for g, h in zip(mine, theirs, strict=True)
                 if (a := getattr(g, metric)) is not None and (b := getattr(h, metric))
             ]
+            pairs = ([a for a, _ in aligned], [b for _, b in aligned])
+            trend_of = [a / b for a, b in aligned]
         if len(current) < 3 or len(base) < 3:
             continue  # e.g. TTFT never defined: nothing to compare
         v = judge_metric(
@@ -95,6 +98,7 @@ def _judge(
             drift=drift,
             final=final,
             trend_of=trend_of,
+            pairs=pairs,
         )
         verdicts.append(_with_note(v, how))
     return verdicts
@@ -219,8 +223,9 @@ def run_benchmark(
 
 def gate_message(gate: dict[str, Any]) -> str:
     """One actionable line per regressed (or improved) metric, e.g.
-    ``TPOT regressed +18.0% (90% CI +12%..+25%, p adjusted for 6 comparison(s)=0.0004;
-    tolerance 5%) vs baseline of 2026-11-20, commit abc1234; 3 run(s) pooled``.
+    ``TPOT regressed +18.0% (90% CI +12%..+25%, p=3.3e-05, 0.0004 adjusted for 6
+    comparisons x 3 looks; tolerance 5%) vs baseline of 2026-11-20, commit abc1234; 3 run(s)
+    pooled``.
 
     The p-value is Bonferroni over the sequential looks and the session's planned comparisons
     (Holm's first step) or, after the session-end review, Holm's own adjusted p-value.
@@ -230,13 +235,13 @@ def gate_message(gate: dict[str, Any]) -> str:
     for data in gate["metrics"]:
         verdict = MetricVerdict(**data)
         if verdict.metric in holm:
-            parts.append(verdict.describe(holm[verdict.metric], "p (Holm)"))
+            parts.append(verdict.describe(holm[verdict.metric], "Holm"))
         elif verdict.verdict == gate["verdict"]:
             regressed = verdict.verdict == Verdict.REGRESSION
             raw = verdict.p_slowdown if regressed else verdict.p_improvement
-            p = min(1.0, raw * len(gate["looks"]) * gate["comparisons"])
-            label = f"p adjusted for {gate['comparisons']} comparison(s)"
-            parts.append(verdict.describe(p, label))
+            looks, comparisons = len(gate["looks"]), gate["comparisons"]
+            how = f"adjusted for {comparisons} comparisons x {looks} looks"
+            parts.append(verdict.describe(min(1.0, raw * looks * comparisons), how))
     text = "; ".join(parts) + f" vs {gate['against']}"
     if gate.get("confirmation"):
         text += " (confirmed by a re-run)"

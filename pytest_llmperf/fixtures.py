@@ -94,12 +94,14 @@ class Bench:
         comparing = reference is not None and reference.refused is None
         if runs is not None:
             looks: tuple[int, ...] = (int(runs),)
+        elif settings.save_baseline:
+            # A new baseline samples every look's worth, so any later look n can be compared
+            # with the same first n positions of the stored runs.
+            looks = settings.looks[-1:]
         elif comparing:
             looks = settings.looks
         else:
-            # Nothing to compare: one look; a new baseline gets the second (more samples).
-            looks = settings.looks[1:2] if settings.save_baseline else settings.looks[:1]
-            looks = looks or settings.looks[:1]
+            looks = settings.looks[:1]
         planned = max(1, self._session.planned_comparisons)
         policy = GatePolicy(self.tolerances, settings.alpha / planned, planned, settings.confirm)
         result = run_benchmark(

@@ -137,8 +137,9 @@ class MetricVerdict:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    def describe(self, p: float, p_label: str) -> str:
-        """``TPOT regressed +18% (90% CI +12%..+25%, p=0.0004 Holm; tolerance 5%)``."""
+    def describe(self, p_adjusted: float, how: str) -> str:
+        """``TPOT regressed +18.0% (90% CI +12%..+25%, p=1e-05, 0.0004 Holm; tolerance 5%)``:
+        the plain one-sided p-value, then the adjusted one and how it was adjusted."""
         name = self.metric.removesuffix("_s").upper() if self.metric.endswith("_s") else self.metric
         what = {Verdict.REGRESSION: "regressed", Verdict.IMPROVEMENT: "improved"}
         change = (self.ratio - 1) * 100
@@ -146,9 +147,10 @@ class MetricVerdict:
         tol = f"tolerance {self.effective_tolerance:.0%}"
         if self.effective_tolerance > self.tolerance:
             tol += f" widened from {self.tolerance:.0%} for drift"
+        plain = self.p_improvement if self.verdict == Verdict.IMPROVEMENT else self.p_slowdown
         return (
             f"{name} {what.get(self.verdict, 'changed')} {change:+.1f}% "
-            f"({ci}, {p_label}={p:.2g}; {tol})"
+            f"({ci}, p={plain:.2g}, {p_adjusted:.2g} {how}; {tol})"
         )
 
 
@@ -162,6 +164,7 @@ def judge_metric(
     drift: float = 0.0,
     final: bool = True,
     trend_of: Sequence[float] | None = None,
+    pairs: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> MetricVerdict:
     """Verdict for one metric at one look.
 
@@ -170,13 +173,17 @@ def judge_metric(
     At a non-final look only clear outcomes are returned; anything else is INCONCLUSIVE so the
     caller samples more. ``trend_of`` is what must not drift monotonically (default: the
     current samples; in relative mode the per-pair ratios, since drift shared by both sides
-    cancels there).
+    cancels there). ``pairs`` (relative mode: aligned candidate and reference samples) switches
+    the three tests to their paired, signed-rank form.
     """
     higher = DIRECTIONS[metric]
     effective = max(tolerance, drift)
-    p_slow = stats.slowdown_pvalue(current, baseline, effective, higher_is_better=higher)
-    p_impr = stats.improvement_pvalue(current, baseline, effective, higher_is_better=higher)
-    p_fine = stats.no_slowdown_pvalue(current, baseline, effective, higher_is_better=higher)
+    if pairs is not None:
+        p_slow, p_impr, p_fine = stats.paired_pvalues(*pairs, effective, higher_is_better=higher)
+    else:
+        p_slow = stats.slowdown_pvalue(current, baseline, effective, higher_is_better=higher)
+        p_impr = stats.improvement_pvalue(current, baseline, effective, higher_is_better=higher)
+        p_fine = stats.no_slowdown_pvalue(current, baseline, effective, higher_is_better=higher)
     ratio, low, high = stats.median_ratio_ci(current, baseline)
     if stats.is_unstable(current if trend_of is None else trend_of):
         verdict = Verdict.UNSTABLE
@@ -189,7 +196,9 @@ def judge_metric(
     else:
         verdict = Verdict.INCONCLUSIVE
     settle = None
-    if verdict == Verdict.INCONCLUSIVE:
+    if verdict == Verdict.INCONCLUSIVE and pairs is not None:
+        settle = stats.paired_runs_to_settle(*pairs, effective, alpha, higher_is_better=higher)
+    elif verdict == Verdict.INCONCLUSIVE:
         settle = stats.runs_to_settle(current, baseline, effective, alpha, higher_is_better=higher)
     return MetricVerdict(
         metric=metric,

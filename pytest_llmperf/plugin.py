@@ -17,7 +17,8 @@ from .settings import Settings, add_options
 from .terminal import write_summary
 
 _MARKERS = (
-    "llm_perf(runs=None, warmup=None, max_tokens=None): defaults for llm_bench in this test",
+    "llm_perf(runs=None, warmup=None, max_tokens=None, tolerance=None): defaults for llm_bench "
+    "in this test; tolerance like 'tpot_s=3%,ttft_s=20%'",
     "llm_backends(*kinds): run this test only for backends of these kinds, e.g. 'llamacpp'",
     "gpu: needs a CUDA device; skipped with a reason where none is visible",
     f"api(name): needs that API's credentials ({', '.join(KNOWN_APIS)}); skipped without them",

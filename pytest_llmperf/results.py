@@ -3,15 +3,25 @@
 Schema (``schema_version`` 1)::
 
     {"schema_version": 1, "plugin": {"name", "version"}, "created": ISO-8601 UTC,
-     "command": [argv...], "settings": {"runs", "warmup"},
+     "command": [argv...],
+     "settings": {"runs" (N or "auto"), "looks", "warmup", "alpha", "tolerances", "compare_to"},
      "environment": {cpu_model, cpu_count, ram_bytes, gpus, os, python, libraries{},
                      machine_info{} (pytest-benchmark), commit_info{} (pytest-benchmark)},
-     "backends": [{spec, id, kind, model, worker, load_s, library, library_version,
-                   options{}, model_file{path, size, sha256}}],
+     "backends": [{spec, id, kind, model, role (candidate|reference), worker, load_s, library,
+                   library_version, options{}, model_file{path, size, sha256},
+                   key{strict{}, soft{}}}],
      "backend_errors": {spec: message},
      "results": [{name, nodeid, backend, backend_id, params{}, runs, warmup,
                   stats{metric: {n, median, mean, stdev, min, max, p90, p95, p99}},
-                  missing{metric: n}, samples{metric: [...]}, generations[{...}]}]}
+                  missing{metric: n}, samples{metric: [...]}, generations[{...}],
+                  reference_generations[{...}] (relative mode),
+                  gate: null | {verdict, mode (stored|relative), against, samples, looks,
+                                comparisons, p_sequential{metric}, p_holm{metric},
+                                p_by{metric}, metrics[{metric, verdict, ratio, ci_low,
+                                ci_high, p_slowdown, p_improvement, p_no_slowdown,
+                                tolerance, effective_tolerance, n_current, n_baseline,
+                                runs_to_settle, note}], warnings[], confirmation,
+                                reason (REFUSED)}}]}
 """
 
 from __future__ import annotations

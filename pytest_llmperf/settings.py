@@ -104,7 +104,7 @@ _SETTINGS = (
     _Setting(
         "llm_looks",
         "sample counts at which --llm-runs=auto looks at the comparison (default 10,20,40); "
-        "without a comparison the first is used, and the second when saving a baseline",
+        "without a comparison the first is used, and the last when saving a baseline",
         DEFAULT_LOOKS,
         _looks,
         "N,N,...",

@@ -25,6 +25,8 @@ __all__ = [
     "log_spread",
     "median_ratio_ci",
     "no_slowdown_pvalue",
+    "paired_pvalues",
+    "paired_runs_to_settle",
     "percentile",
     "runs_to_settle",
     "slowdown_pvalue",
@@ -283,6 +285,76 @@ def runs_to_settle(
     if not needed < cap:
         return cap
     return min(cap, max(math.ceil(needed), len(current), len(baseline)))
+
+
+def _worse_log_ratios(
+    current: Sequence[float], reference: Sequence[float], higher_is_better: bool
+) -> list[float]:
+    """Per-pair log(current / reference), signed so that positive means worse."""
+    ratios = [math.log(c / r) for c, r in zip(current, reference, strict=True)]
+    return [-x for x in ratios] if higher_is_better else ratios
+
+
+def _signed_rank_pvalue(diffs: Sequence[float], alternative: Literal["greater", "less"]) -> float:
+    from scipy.stats import wilcoxon
+
+    if not diffs or all(d == 0 for d in diffs):
+        return 1.0
+    # "pratt" keeps zero differences in the ranking instead of silently dropping them.
+    return float(wilcoxon(diffs, alternative=alternative, zero_method="pratt").pvalue)
+
+
+def paired_pvalues(
+    current: Sequence[float],
+    reference: Sequence[float],
+    tolerance: float,
+    *,
+    higher_is_better: bool = False,
+) -> tuple[float, float, float]:
+    """(slowdown, improvement, no-slowdown) p-values for interleaved pairs.
+
+    One-sided Wilcoxon signed-rank tests on the per-pair log ratios shifted by the tolerance:
+    the paired counterpart of :func:`slowdown_pvalue` and friends. Interleaved A/B pairs share
+    the machine's state at the moment they ran, so pairing removes that drift from the noise.
+
+    >>> ref = [1.0, 1.1, 0.9, 1.2, 1.0, 0.95, 1.05, 1.1]
+    >>> slow, _, _ = paired_pvalues([r * 1.3 for r in ref], ref, 0.05)
+    >>> round(slow, 4)  # every pair is worse than +5%: 1 / 2**8
+    0.0039
+    """
+    worse = _worse_log_ratios(current, reference, higher_is_better)
+    bound = math.log1p(tolerance)
+    beyond = [w - bound for w in worse]
+    return (
+        _signed_rank_pvalue(beyond, "greater"),
+        _signed_rank_pvalue([w + bound for w in worse], "less"),
+        _signed_rank_pvalue(beyond, "less"),
+    )
+
+
+def paired_runs_to_settle(
+    current: Sequence[float],
+    reference: Sequence[float],
+    tolerance: float,
+    alpha: float,
+    *,
+    power: float = 0.8,
+    higher_is_better: bool = False,
+    cap: int = 10_000,
+) -> int:
+    """Pairs a one-sided signed-rank test at level alpha likely needs to settle either way."""
+    worse = _worse_log_ratios(current, reference, higher_is_better)
+    if len(worse) < 2:
+        return cap
+    sigma = statistics.stdev(worse)
+    delta = abs(statistics.median(worse) - math.log1p(tolerance))
+    if delta == 0.0:
+        return cap
+    z = statistics.NormalDist().inv_cdf(1.0 - alpha) + statistics.NormalDist().inv_cdf(power)
+    needed = (z * sigma / delta) ** 2 / 0.955  # 0.955: signed-rank efficiency vs the t test
+    if not needed < cap:
+        return cap
+    return min(cap, max(math.ceil(needed), len(worse)))
 
 
 def binomial_ci(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:

@@ -52,7 +52,7 @@ def test_save_then_compare_the_same_thing_passes_before_the_last_look(gate):
         == "test_save_then_compare_the_same_thing_passes_before_the_last_look.py::test_a[fake:m]"
     )
     assert len(entry["runs"]) == 1
-    assert len(entry["runs"][0]["samples"]["tpot_s"]) == 20  # saving samples the second look
+    assert len(entry["runs"][0]["samples"]["tpot_s"]) == 40  # saving samples the last look
     assert doc["key"]["strict"]["backend_options"]["delay_ms"] == 0.0
 
     result, g = run_json(gate)
@@ -86,7 +86,7 @@ def test_a_real_slowdown_fails_with_an_actionable_message(gate, monkeypatch):
     assert g["confirmation"]["first_verdict"] == "REGRESSION"
     result.stdout.fnmatch_lines(
         [
-            "*TPOT regressed +*% (90% CI +*%..+*%, p adjusted for 2 comparison(s)=*; "
+            "*TPOT regressed +*% (90% CI +*%..+*%, p=*, * adjusted for 2 comparisons x 3 looks; "
             "tolerance 30% widened from 5% for drift)*vs baseline of 20*-*-*; 1 run(s) pooled "
             "(confirmed by a re-run)",
         ]
