@@ -9,6 +9,7 @@ from pytest_llmperf import stats
 from pytest_llmperf.baseline import (
     SCHEMA_VERSION,
     STORED_METRICS,
+    StoredBenchmark,
     baseline_path,
     bench_id,
     load_baseline,
@@ -375,3 +376,25 @@ def test_save_baseline_writes_valid_json_without_leftover_temp_files(path):
     assert document["schema_version"] == SCHEMA_VERSION == 1
     assert document["key"] == KEY
     assert list(path.parent.iterdir()) == [path]
+
+
+def test_stored_runs_are_compared_position_by_position():
+    entry = StoredBenchmark(
+        params={},
+        runs=[{"samples": {"tpot_s": [1.0, 2.0, 3.0, 4.0]}}, {"samples": {"tpot_s": [5.0, 6.0]}}],
+    )
+    assert entry.pooled("tpot_s", first=2) == [1.0, 2.0, 5.0, 6.0]
+    assert entry.run_medians("tpot_s", first=3) == [2.0, 5.5]
+    assert entry.pooled("tpot_s") == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+
+
+def test_paired_judgement_sees_through_drift_shared_by_both_sides():
+    drift = [1 + 0.03 * i for i in range(20)]
+    rng = random.Random(9)
+    ref = [0.02 * d * rng.lognormvariate(0, 0.02) for d in drift]
+    cur = [0.02 * d * 1.15 * rng.lognormvariate(0, 0.02) for d in drift]
+    unpaired = judge(cur, ref)
+    ratios = [c / r for c, r in zip(cur, ref, strict=True)]
+    paired = judge(cur, ref, pairs=(cur, ref), trend_of=ratios)
+    assert unpaired.verdict == Verdict.UNSTABLE  # the raw samples trend
+    assert paired.verdict == Verdict.REGRESSION

@@ -15,6 +15,8 @@ from pytest_llmperf.stats import (
     log_spread,
     median_ratio_ci,
     no_slowdown_pvalue,
+    paired_pvalues,
+    paired_runs_to_settle,
     percentile,
     runs_to_settle,
     slowdown_pvalue,
@@ -241,3 +243,46 @@ def test_binomial_ci():
     low, high = binomial_ci(7, 20, 0.90)
     assert low == pytest.approx(sps.beta.ppf(0.05, 7, 14), abs=1e-9)
     assert high == pytest.approx(sps.beta.ppf(0.95, 8, 13), abs=1e-9)
+
+
+def test_paired_pvalues_exact_small_case():
+    ref = [1.0, 1.1, 0.9, 1.2, 1.0, 0.95, 1.05, 1.1]
+    slow, impr, fine = paired_pvalues([r * 1.3 for r in ref], ref, 0.05)
+    assert slow == pytest.approx(1 / 2**8)  # all 8 shifted log ratios positive
+    assert fine == pytest.approx(1.0)
+    assert impr == pytest.approx(1.0)
+    # Higher is better (throughput): the same numbers read as an improvement.
+    slow_hb, impr_hb, _ = paired_pvalues([r * 1.3 for r in ref], ref, 0.05, higher_is_better=True)
+    assert (slow_hb, impr_hb) == (pytest.approx(1.0), pytest.approx(1 / 2**8))
+
+
+def test_paired_test_removes_shared_drift_that_blinds_the_unpaired_one():
+    rng = random.Random(3)
+    drift = [1 + 0.02 * i for i in range(30)]  # both sides slow down together
+    ref = [d * rng.lognormvariate(0, 0.02) for d in drift]
+    cur = [d * 1.12 * rng.lognormvariate(0, 0.02) for d in drift]
+    paired, _, _ = paired_pvalues(cur, ref, 0.05)
+    unpaired = slowdown_pvalue(cur, ref, 0.05)
+    assert paired < 1e-4
+    assert unpaired > 0.01
+
+
+def test_paired_pvalues_match_scipy_wilcoxon():
+    rng = random.Random(11)
+    ref = [rng.lognormvariate(0, 0.05) for _ in range(25)]
+    cur = [r * rng.lognormvariate(0.08, 0.04) for r in ref]
+    diffs = [math.log(c / r) - math.log(1.05) for c, r in zip(cur, ref, strict=True)]
+    expected = sps.wilcoxon(diffs, alternative="greater", zero_method="pratt").pvalue
+    assert paired_pvalues(cur, ref, 0.05)[0] == pytest.approx(expected)
+
+
+def test_paired_runs_to_settle_grows_with_noise_and_respects_bounds():
+    rng = random.Random(5)
+    ref = [rng.lognormvariate(0, 0.05) for _ in range(10)]
+    quiet = [r * 1.08 * rng.lognormvariate(0, 0.01) for r in ref]
+    noisy = [r * 1.08 * rng.lognormvariate(0, 0.08) for r in ref]
+    assert paired_runs_to_settle(quiet, ref, 0.05, 0.01) < paired_runs_to_settle(
+        noisy, ref, 0.05, 0.01
+    )
+    assert paired_runs_to_settle(quiet, ref, 0.05, 0.01) >= 10
+    assert paired_runs_to_settle(quiet[:1], ref[:1], 0.05, 0.01) == 10_000
