@@ -25,6 +25,7 @@ from statistics import median
 from typing import Any
 
 from .errors import BaselineError
+from .harness import SCALAR_METRICS
 from .results import write_json_atomic
 
 __all__ = [
@@ -40,14 +41,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-STORED_METRICS = (
-    "ttft_s",
-    "e2e_s",
-    "tpot_s",
-    "decode_tps",
-    "prefill_tps",
-    "sec_per_token",
-    "output_tokens",
+#: Samples a baseline keeps: the timing metrics and output length (not machine bookkeeping).
+STORED_METRICS = tuple(
+    m for m in SCALAR_METRICS if m not in ("prompt_tokens", "cpu_s", "peak_rss_mb")
 )
 
 
