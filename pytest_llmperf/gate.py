@@ -185,7 +185,8 @@ def judge_metric(
         p_impr = stats.improvement_pvalue(current, baseline, effective, higher_is_better=higher)
         p_fine = stats.no_slowdown_pvalue(current, baseline, effective, higher_is_better=higher)
     ratio, low, high = stats.median_ratio_ci(current, baseline)
-    if stats.is_unstable(current if trend_of is None else trend_of):
+    unstable = stats.is_unstable(current if trend_of is None else trend_of)
+    if unstable and not _beyond_any_trend(current, baseline, effective, higher):
         verdict = Verdict.UNSTABLE
     elif p_slow < alpha:
         verdict = Verdict.REGRESSION
@@ -215,6 +216,17 @@ def judge_metric(
         n_baseline=len(baseline),
         runs_to_settle=settle,
     )
+
+
+def _beyond_any_trend(
+    current: Sequence[float], baseline: Sequence[float], tolerance: float, higher: bool
+) -> bool:
+    """Every current sample is beyond the tolerance on the same side of the baseline median:
+    then a trend within the run cannot explain the difference, and it is decided as usual."""
+    centre = median(baseline)
+    slower = [c / centre if not higher else centre / c for c in current]
+    bound = 1 + tolerance
+    return min(slower) > bound or max(slower) < 1 / bound
 
 
 def worst(verdicts: Sequence[str]) -> str:

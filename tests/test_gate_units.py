@@ -136,9 +136,9 @@ def test_drift_allowance_widens_the_tolerance():
     assert judge(current, baseline, drift=0.01).effective_tolerance == 0.05
 
 
-def test_monotone_trend_in_current_samples_is_unstable_even_if_slower():
+def test_a_trend_across_the_tolerance_boundary_is_unstable():
     baseline = lognormal(1)
-    trending = [0.025 * (1 + 0.02 * i) for i in range(20)]
+    trending = [0.016 * (1 + 0.03 * i) for i in range(20)]  # from faster to much slower
     assert judge(trending, baseline).verdict == Verdict.UNSTABLE
 
 
@@ -398,3 +398,10 @@ def test_paired_judgement_sees_through_drift_shared_by_both_sides():
     paired = judge(cur, ref, pairs=(cur, ref), trend_of=ratios)
     assert unpaired.verdict == Verdict.UNSTABLE  # the raw samples trend
     assert paired.verdict == Verdict.REGRESSION
+
+
+def test_a_trend_does_not_hide_a_slowdown_beyond_every_sample():
+    baseline = lognormal(1)
+    current = [b * 3 * (1 + 0.02 * i) for i, b in enumerate(sorted(baseline))]  # trending, 3x
+    assert stats.is_unstable(current)
+    assert judge(current, baseline).verdict == Verdict.REGRESSION
