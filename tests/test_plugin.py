@@ -142,7 +142,7 @@ def test_specs_come_from_cli_then_env_then_ini(fake, monkeypatch):
         ("nonsense", "--llm='nonsense': expected KIND:MODEL"),
         ("foo:bar", "unknown backend kind 'foo'; valid kinds: bedrock, fake, hf, llamacpp, openai"),
         ("hf:org/model?dtype=bfloat16", "the 'hf' backend is not implemented yet"),
-        ("openai:gpt-4o-mini", "the 'openai' backend is not implemented yet"),
+        ("bedrock:anthropic.claude-3-haiku", "the 'bedrock' backend is not implemented yet"),
         (
             "fake:m?speed=9",
             "unknown option 'speed' for fake; valid: delay_ms, fail_check, fail_load,",

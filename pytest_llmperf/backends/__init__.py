@@ -34,7 +34,7 @@ Prompt = str | Sequence[Message]
 
 # Kinds the spec grammar accepts but no backend implements yet: they get a clear
 # "not implemented yet" instead of "unknown kind".
-PLANNED_KINDS = ("hf", "openai", "bedrock")
+PLANNED_KINDS = ("hf", "bedrock")
 
 
 @dataclass(frozen=True)
@@ -143,5 +143,7 @@ def _qualname(cls: type) -> str:
 @pytest.hookimpl
 def pytest_llmperf_register_backends(register: Callable[[type[Backend]], None]) -> None:
     from .llamacpp import LlamaCppBackend
+    from .openai import OpenAIBackend
 
     register(LlamaCppBackend)
+    register(OpenAIBackend)
