@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backends import Prompt
-from .harness import SCALAR_METRICS, Generation, LLMHandle
+from .harness import SCALAR_METRICS, Generation, LLMHandle, metric_values
 from .stats import Summary, summarize
 
 __all__ = ["METRICS", "BenchResult", "Workload"]
@@ -49,8 +49,7 @@ class BenchResult:
         """Raw samples of one metric; ``itl_s`` pools every gap of every run."""
         if metric == "itl_s":
             return [gap for g in self.generations for gap in g.itl_s]
-        values = (getattr(g, metric) for g in self.generations)
-        return [float(v) for v in values if v is not None]
+        return metric_values(self.generations, metric)
 
     def to_json(self) -> dict[str, Any]:
         return {

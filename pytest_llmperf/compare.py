@@ -15,7 +15,7 @@ from typing import Any
 from .baseline import StoredBenchmark
 from .bench import BenchResult, Workload
 from .gate import MetricVerdict, Verdict, drift_allowance, gated_metrics, judge_metric, worst
-from .harness import Generation, LLMHandle
+from .harness import Generation, LLMHandle, metric_values
 
 __all__ = ["GatePolicy", "Reference", "gate_message", "outcome", "run_benchmark", "sequential"]
 
@@ -57,10 +57,6 @@ def _interleaved(
     return mine, theirs
 
 
-def _samples(generations: list[Generation], metric: str) -> list[float]:
-    return [float(v) for g in generations if (v := getattr(g, metric)) is not None]
-
-
 def _judge(
     reference: Reference,
     mine: list[Generation],
@@ -69,17 +65,17 @@ def _judge(
     looks: int,
     final: bool,
 ) -> list[MetricVerdict]:
-    primary, ttft = gated_metrics(_samples(mine, "output_tokens"))
+    primary, ttft = gated_metrics(metric_values(mine, "output_tokens"))
     verdicts = []
     for metric in (primary, ttft):
-        current = _samples(mine, metric)
+        current = metric_values(mine, metric)
         trend_of: list[float] | None = None
         pairs: tuple[list[float], list[float]] | None = None
         if reference.stored is not None:
             base = reference.stored.pooled(metric, first=len(mine))
             drift, how = drift_allowance(reference.stored.run_medians(metric, first=len(mine)))
         else:
-            base, drift, how = _samples(theirs, metric), 0.0, "interleaved pairs, same job"
+            base, drift, how = metric_values(theirs, metric), 0.0, "interleaved pairs, same job"
             aligned = [
                 (a, b)
                 for g, h in zip(mine, theirs, strict=True)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from .baseline import bench_id
 from .compare import gate_message
 from .environment import describe_environment
 from .gate import Verdict, review
@@ -29,15 +30,12 @@ def finish_run(run: LLMPerfSession, session: pytest.Session) -> None:
 
 
 def _review(run: LLMPerfSession, session: pytest.Session) -> None:
-    rows = review(run.results, run.settings.alpha)
-    for row in rows:
-        gate = run.results[row["result"]]["gate"]
-        gate.setdefault("p_holm", {})[row["metric"]] = row["p_holm"]
-        gate.setdefault("p_by", {})[row["metric"]] = row["p_by"]
-    for row in rows:
+    for row in review(run.results, run.settings.alpha):
         result = run.results[row["result"]]
         gate = result["gate"]
-        where = f"{result['nodeid']}{'::' + result['name'] if result['name'] else ''}"
+        gate.setdefault("p_holm", {})[row["metric"]] = row["p_holm"]
+        gate.setdefault("p_by", {})[row["metric"]] = row["p_by"]
+        where = bench_id(result["nodeid"], result["name"])
         metric = next(m for m in gate["metrics"] if m["metric"] == row["metric"])
         if row["holm_rejects"] and metric["verdict"] != Verdict.REGRESSION:
             # Holm's later, looser steps rejected what the in-test first step could not.

@@ -21,7 +21,7 @@ try:
 except ImportError:  # Windows
     resource = None  # type: ignore[assignment]
 
-__all__ = ["SCALAR_METRICS", "Generation", "LLMHandle", "measure"]
+__all__ = ["SCALAR_METRICS", "Generation", "LLMHandle", "measure", "metric_values"]
 
 #: Per-generation metrics that are summarised across runs (``itl_s`` is pooled separately).
 SCALAR_METRICS = (
@@ -67,6 +67,11 @@ class Generation:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def metric_values(generations: Iterable[Generation], metric: str) -> list[float]:
+    """The values of one per-generation metric, leaving out generations where it is undefined."""
+    return [float(v) for g in generations if (v := getattr(g, metric)) is not None]
 
 
 def derive(

@@ -15,7 +15,6 @@ Parsing is purely syntactic here; each backend then types and validates its own 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from urllib.parse import parse_qsl, quote
@@ -62,9 +61,6 @@ class LLMSpec:
         if self.options:
             out += "?" + "&".join(f"{k}={v}" for k, v in self.options)
         return out
-
-    def option_map(self) -> Mapping[str, str]:
-        return dict(self.options)
 
 
 def parse_spec(text: str, source: str = "--llm") -> LLMSpec:

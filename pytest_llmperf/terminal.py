@@ -80,7 +80,7 @@ def _verdict_cell(gate: dict[str, Any] | None) -> str:
     if not gate:
         return "-"
     metrics = [m for m in gate.get("metrics", []) if m["metric"] != "ttft_s"]
-    if gate["verdict"] in (Verdict.REFUSED,) or not metrics:
+    if gate["verdict"] == Verdict.REFUSED or not metrics:
         return str(gate["verdict"])
     return f"{gate['verdict']} {(metrics[0]['ratio'] - 1) * 100:+.0f}%"
 
