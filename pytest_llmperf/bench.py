@@ -1,17 +1,82 @@
-"""Benchmarks: warm-up generations, then timed runs summarised per metric."""
+"""Benchmarks: warm-up generations, then timed runs summarised per metric.
+
+A request that fails transiently (429, 5xx, timeout, lost connection, cut stream) is counted in
+:class:`RequestErrors` and never becomes a sample: each attempt is timed on its own, and the
+attempt that succeeds after a failure (a retry) is kept apart from first tries, since a server
+that just throttled or failed is not in the state the other samples saw.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .backends import Prompt
+from .errors import GenerationError, TransientError
 from .harness import SCALAR_METRICS, Generation, LLMHandle, metric_values
+from .prices import Price
 from .stats import Summary, summarize
 
-__all__ = ["METRICS", "BenchResult", "Workload"]
+__all__ = ["DEFAULT_MAX_ERROR_RATE", "METRICS", "BenchResult", "RequestErrors", "Workload"]
+
+DEFAULT_MAX_ERROR_RATE = 0.1
+#: Failures tolerated whatever the rate, so one 429 early on does not end a benchmark.
+_MIN_ERRORS_ALLOWED = 2
+#: Backoff after a failure without a Retry-After hint: base * 2**(consecutive - 1), capped.
+_BACKOFF_BASE_S = 0.25
+_BACKOFF_CAP_S = 8.0
+_RETRY_AFTER_CAP_S = 30.0
+
+
+@dataclass
+class RequestErrors:
+    """Transient failures of one backend in one benchmark, and the retries that followed."""
+
+    max_rate: float = DEFAULT_MAX_ERROR_RATE
+    attempts: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    #: The last message seen per kind, for the summary.
+    examples: dict[str, str] = field(default_factory=dict)
+    #: Successful attempts that followed a failure: reported, never mixed into the samples.
+    retried: list[Generation] = field(default_factory=list)
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.counts.values())
+
+    def record(self, exc: TransientError, consecutive: int) -> None:
+        self.counts[exc.kind] += 1
+        self.examples[exc.kind] = str(exc)
+        allowed = max(_MIN_ERRORS_ALLOWED, math.floor(self.max_rate * self.attempts))
+        if self.failed > allowed:
+            raise GenerationError(
+                f"{self.failed} of {self.attempts} requests failed ({self.describe()}), more "
+                f"than --llm-max-error-rate={self.max_rate:g} allows; the samples left would "
+                f"be survivors, not the server's latency. Last error: {exc}"
+            ) from exc
+        if exc.retry_after is not None:
+            delay = min(max(exc.retry_after, 0.0), _RETRY_AFTER_CAP_S)
+        else:
+            delay = min(_BACKOFF_BASE_S * 2 ** (consecutive - 1), _BACKOFF_CAP_S)
+        self.sleep(delay)
+
+    def describe(self) -> str:
+        return ", ".join(f"{kind} x{n}" for kind, n in sorted(self.counts.items()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "attempts": self.attempts,
+            "failed": self.failed,
+            "by_kind": dict(sorted(self.counts.items())),
+            "examples": dict(sorted(self.examples.items())),
+            "retried": len(self.retried),
+        }
 
 #: Every metric in ``BenchResult.stats``: the per-generation scalars plus pooled ITL gaps.
 METRICS = (*SCALAR_METRICS, "itl_s")
@@ -33,6 +98,11 @@ class BenchResult:
     gate: dict[str, Any] | None = None
     #: Relative mode: the reference backend's generations, interleaved with these.
     reference: list[Generation] = field(default_factory=list)
+    #: Transient request failures (not samples) and the retried attempts after them.
+    errors: RequestErrors = field(default_factory=RequestErrors)
+    reference_errors: RequestErrors | None = None
+    #: The matching entry of the price table (API backends only).
+    price: Price | None = None
     stats: dict[str, Summary] = field(init=False)
     #: Generations in which a metric was undefined (e.g. TPOT with one output token).
     missing: dict[str, int] = field(init=False)
@@ -44,6 +114,15 @@ class BenchResult:
             self.stats[metric] = summarize(values)
             if metric != "itl_s":
                 self.missing[metric] = len(self.generations) - len(values)
+        if self.price is not None:
+            self.stats["cost_usd"] = summarize(self.costs())
+
+    def costs(self) -> list[float]:
+        """USD per request, where the price and the prompt's token count are known."""
+        if self.price is None:
+            return []
+        costs = (self.price.cost(g.prompt_tokens, g.output_tokens) for g in self.generations)
+        return [c for c in costs if c is not None]
 
     def samples(self, metric: str) -> list[float]:
         """Raw samples of one metric; ``itl_s`` pools every gap of every run."""
@@ -66,6 +145,18 @@ class BenchResult:
             "generations": [_generation_json(g) for g in self.generations],
             "gate": self.gate,
             "reference_generations": [_generation_json(g) for g in self.reference],
+            "price": None
+            if self.price is None
+            else {
+                "key": self.price.key,
+                "input_per_1m": self.price.input,
+                "output_per_1m": self.price.output,
+                "source": self.price.source,
+            },
+            "costs_usd": self.costs(),
+            "errors": self.errors.to_json(),
+            "retried_generations": [_generation_json(g) for g in self.errors.retried],
+            "reference_errors": self.reference_errors and self.reference_errors.to_json(),
         }
 
 
@@ -83,7 +174,26 @@ class Workload:
     seed: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
-    def run(self, handle: LLMHandle) -> Generation:
+    def run(self, handle: LLMHandle, errors: RequestErrors | None = None) -> Generation:
+        """One first-try generation. With ``errors``, transient failures are counted there
+        (raising once they exceed its budget) and the run goes on until a first try succeeds."""
+        if errors is None:
+            return self._once(handle)
+        consecutive = 0
+        while True:
+            errors.attempts += 1
+            try:
+                generation = self._once(handle)
+            except TransientError as exc:
+                consecutive += 1
+                errors.record(exc, consecutive)
+                continue
+            if consecutive == 0:
+                return generation
+            errors.retried.append(generation)
+            consecutive = 0
+
+    def _once(self, handle: LLMHandle) -> Generation:
         return handle.generate(
             self.prompt,
             max_tokens=self.max_tokens,

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .baseline import StoredBenchmark
-from .bench import BenchResult, Workload
+from .bench import BenchResult, RequestErrors, Workload
 from .gate import MetricVerdict, Verdict, drift_allowance, gated_metrics, judge_metric, worst
 from .harness import Generation, LLMHandle, metric_values
+from .prices import Price
 
 __all__ = ["GatePolicy", "Reference", "gate_message", "outcome", "run_benchmark", "sequential"]
 
@@ -42,18 +43,29 @@ class GatePolicy:
     confirm: bool
 
 
+@dataclass
+class _Sides:
+    """The candidate and (in relative mode) the reference, each with its own error count."""
+
+    handle: LLMHandle
+    errors: RequestErrors
+    other: LLMHandle | None
+    other_errors: RequestErrors
+
+
 def _interleaved(
-    workload: Workload, handle: LLMHandle, other: LLMHandle | None, count: int, start: int
+    workload: Workload, sides: _Sides, count: int, start: int
 ) -> tuple[list[Generation], list[Generation]]:
     """``count`` candidate runs, each paired with a reference run in alternating order."""
     mine: list[Generation] = []
     theirs: list[Generation] = []
+    other = sides.other
     for i in range(start, start + count):
         if other is not None and i % 2 == 1:
-            theirs.append(workload.run(other))
-        mine.append(workload.run(handle))
+            theirs.append(workload.run(other, sides.other_errors))
+        mine.append(workload.run(sides.handle, sides.errors))
         if other is not None and i % 2 == 0:
-            theirs.append(workload.run(other))
+            theirs.append(workload.run(other, sides.other_errors))
     return mine, theirs
 
 
@@ -172,16 +184,20 @@ def run_benchmark(
     looks: tuple[int, ...],
     reference: Reference | None,
     policy: GatePolicy,
+    max_error_rate: float,
+    price: Price | None = None,
 ) -> BenchResult:
     """Warm up, sample (in looks when comparing) and attach the gate's outcome."""
     other = reference.handle if reference is not None else None
+    sides = _Sides(handle, RequestErrors(max_error_rate), other, RequestErrors(max_error_rate))
     for _ in range(warmup):
-        workload.run(handle)
+        workload.run(handle, sides.errors)
         if other is not None:
-            workload.run(other)
+            workload.run(other, sides.other_errors)
     gate: dict[str, Any] | None = None
     if reference is None or reference.refused is not None:
-        mine, theirs = _interleaved(workload, handle, None, looks[0], 0)
+        sides.other = None
+        mine, theirs = _interleaved(workload, sides, looks[0], 0)
         if reference is not None:
             gate = {
                 "verdict": Verdict.REFUSED,
@@ -193,7 +209,7 @@ def run_benchmark(
     else:
 
         def extend(count: int, start: int) -> tuple[list[Generation], list[Generation]]:
-            return _interleaved(workload, handle, other, count, start)
+            return _interleaved(workload, sides, count, start)
 
         mine, theirs, verdicts = sequential(reference, looks, policy, extend)
         gate = outcome(reference, verdicts, looks, policy, len(mine))
@@ -214,6 +230,9 @@ def run_benchmark(
         generations=mine,
         gate=gate,
         reference=theirs,
+        errors=sides.errors,
+        reference_errors=sides.other_errors if sides.other is not None else None,
+        price=price,
     )
 
 

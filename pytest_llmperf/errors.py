@@ -5,7 +5,10 @@
     ├── BackendUnavailable       a backend cannot start: missing extra, file, credentials
     │   └── ModelLoadError       the engine refused the model (corrupt, truncated, not a GGUF)
     ├── GenerationError          one generation failed (engine or server error)
-    │   └── InvalidRequest       the request itself is wrong (max_tokens=0, prompt > context)
+    │   ├── InvalidRequest       the request itself is wrong (max_tokens=0, prompt > context)
+    │   └── TransientError       worth another attempt: rate limit (429, throttling), 5xx,
+    │                            timeout, connection lost, stream cut mid-way; ``.kind`` says
+    │                            which. Counted as an error, never as a latency sample.
     └── BaselineError            a stored baseline file is unreadable, corrupt or too new
 
     LLMPerfWarning (a UserWarning): a comparison was refused or is shaky (another host,
@@ -20,6 +23,7 @@ boundary with ``raise ... from exc`` so the original stays in ``__cause__``.
 from __future__ import annotations
 
 __all__ = [
+    "TRANSIENT_KINDS",
     "BackendUnavailable",
     "BaselineError",
     "GenerationError",
@@ -28,6 +32,7 @@ __all__ = [
     "LLMPerfWarning",
     "ModelLoadError",
     "SpecError",
+    "TransientError",
 ]
 
 
@@ -53,6 +58,26 @@ class GenerationError(LLMPerfError):
 
 class InvalidRequest(GenerationError, ValueError):
     """The generation request is invalid before it reaches the engine."""
+
+
+class TransientError(GenerationError):
+    """One attempt failed in a way another attempt may not: the harness counts it by ``kind``
+    and draws a fresh sample instead (never retrying inside a timed sample).
+
+    ``kind`` is one of :data:`TRANSIENT_KINDS`; ``retry_after`` is the server's hint in seconds
+    (``Retry-After``), if any.
+    """
+
+    def __init__(self, message: str, *, kind: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        if kind not in TRANSIENT_KINDS:
+            raise ValueError(f"unknown transient error kind {kind!r}; valid: {TRANSIENT_KINDS}")
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+#: What a :class:`TransientError` can be, as counted in results and the summary.
+TRANSIENT_KINDS = ("rate_limit", "server_error", "timeout", "connection", "stream_cut")
 
 
 class BaselineError(LLMPerfError):

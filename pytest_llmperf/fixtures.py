@@ -113,6 +113,8 @@ class Bench:
             looks=looks,
             reference=reference,
             policy=policy,
+            max_error_rate=settings.max_error_rate,
+            price=settings.prices.lookup(self.handle.backend.spec),
         )
         self._item.stash.setdefault(RESULTS_KEY, []).append(result)
         gate = result.gate

@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 
+from .bench import DEFAULT_MAX_ERROR_RATE
 from .errors import SpecError
 from .gate import DEFAULT_TOLERANCES, parse_tolerances
 from .options import parse_bool
+from .prices import PriceTable, load_prices
 from .spec import DEFAULT_SPEC, LLMSpec, parse_spec
 
 __all__ = ["ENV_LLM", "Settings", "add_options"]
@@ -79,6 +81,16 @@ def _alpha(text: str) -> float:
         raise ValueError("expected a number between 0 and 0.5") from None
     if not 0 < value <= 0.5:
         raise ValueError("expected a number between 0 and 0.5")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a fraction from 0 up to (not including) 1") from None
+    if not 0 <= value < 1:
+        raise ValueError("expected a fraction from 0 up to (not including) 1")
     return value
 
 
@@ -186,6 +198,23 @@ _SETTINGS = (
         parse_bool,
     ),
     _Setting(
+        "llm_max_error_rate",
+        "share of requests per benchmark that may fail transiently (429, 5xx, timeouts, cut "
+        f"streams) before the test errors; failures are counted, never sampled (default "
+        f"{DEFAULT_MAX_ERROR_RATE:g}, at least 2 allowed)",
+        DEFAULT_MAX_ERROR_RATE,
+        _rate,
+        "RATE",
+    ),
+    _Setting(
+        "llm_prices",
+        "JSON price table (USD per 1M input/output tokens) whose entries override the "
+        "built-in one, for cost per request of API backends",
+        None,
+        Path,
+        "PATH",
+    ),
+    _Setting(
         "llm_fail_on",
         "which regressions fail the run: latency (default) or none (report only)",
         "latency",
@@ -237,6 +266,8 @@ class Settings:
     tolerances: Mapping[str, float]
     alpha: float
     confirm: bool
+    max_error_rate: float
+    prices: PriceTable
     fail_on: str
 
     @classmethod
@@ -247,6 +278,13 @@ class Settings:
             json_path = Path(config.invocation_params.dir, json_path)
             if json_path.is_dir():
                 raise pytest.UsageError(f"--llm-json={json_path}: is a directory, not a file")
+        prices_path = v["llm_prices"]
+        try:
+            prices = load_prices(
+                None if prices_path is None else Path(config.invocation_params.dir, prices_path)
+            )
+        except SpecError as exc:
+            raise pytest.UsageError(f"--llm-prices / ini llm_prices: {exc}") from None
         compare_to = None
         if v["llm_compare_to"]:
             try:
@@ -268,6 +306,8 @@ class Settings:
             tolerances={**DEFAULT_TOLERANCES, **v["llm_tolerance"]},
             alpha=v["llm_alpha"],
             confirm=not v["llm_no_confirm"],
+            max_error_rate=v["llm_max_error_rate"],
+            prices=prices,
             fail_on=v["llm_fail_on"],
         )
 

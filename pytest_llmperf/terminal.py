@@ -14,7 +14,7 @@ from .gate import Verdict
 if TYPE_CHECKING:
     from .session import LLMPerfSession
 
-__all__ = ["format_table", "write_summary"]
+__all__ = ["error_lines", "format_table", "write_summary"]
 
 _COLUMNS = (
     # header, metric, statistic, scale, format
@@ -24,6 +24,8 @@ _COLUMNS = (
     ("s/token", "sec_per_token", "median", 1.0, "{:.4f}"),
     ("tokens", "output_tokens", "median", 1.0, "{:.0f}"),
 )
+#: Shown only when some backend has a price (API backends).
+_COST_COLUMN = ("$/1k req", "cost_usd", "median", 1e3, "{:.4f}")
 
 
 def _cell(stats: dict[str, Any], metric: str, stat: str, scale: float, fmt: str) -> str:
@@ -46,13 +48,16 @@ def format_table(results: Sequence[dict[str, Any]], width: int = 100) -> list[st
     if not results:
         return []
     gated = any(r.get("gate") for r in results)
+    columns = _COLUMNS
+    if any("cost_usd" in r["stats"] for r in results):
+        columns = (*columns, _COST_COLUMN)
     rows = [
         [_label(r), r["backend_id"], str(r["runs"])]
-        + [_cell(r["stats"], m, s, k, f) for _, m, s, k, f in _COLUMNS]
+        + [_cell(r["stats"], m, s, k, f) for _, m, s, k, f in columns]
         + ([_verdict_cell(r.get("gate"))] if gated else [])
         for r in sorted(results, key=lambda r: (r["nodeid"], r["name"], r["backend"]))
     ]
-    header = ["test", "backend", "runs"] + [c[0] for c in _COLUMNS] + (["verdict"] if gated else [])
+    header = ["test", "backend", "runs"] + [c[0] for c in columns] + (["verdict"] if gated else [])
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
     # Shorten names only when the row would not fit: the test column first, down to 24.
     excess = sum(widths) + 2 * (len(widths) - 1) - width
@@ -127,6 +132,24 @@ def _detectable(results: Sequence[dict[str, Any]]) -> list[str]:
     return [f"smallest detectable slowdown, {k}: {v}" for k, v in sorted(seen.items())]
 
 
+def error_lines(results: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per benchmark whose requests failed transiently (not part of any sample)."""
+    lines = []
+    for r in sorted(results, key=lambda r: (r["nodeid"], r["name"], r["backend"])):
+        for side, errors in (("", r.get("errors")), (" reference", r.get("reference_errors"))):
+            if not errors or not errors["failed"]:
+                continue
+            kinds = ", ".join(f"{kind} x{n}" for kind, n in errors["by_kind"].items())
+            line = (
+                f"{_label(r)} [{r['backend_id']}{side}]: {errors['failed']} of "
+                f"{errors['attempts']} requests failed ({kinds})"
+            )
+            if errors["retried"]:
+                line += f"; {errors['retried']} retried sample(s) kept out of the statistics"
+            lines.append(line)
+    return lines
+
+
 def write_summary(tr: Any, run: LLMPerfSession, *, width: int) -> None:
     """Write the llmperf sections of pytest's terminal summary."""
     if run.results:
@@ -137,6 +160,11 @@ def write_summary(tr: Any, run: LLMPerfSession, *, width: int) -> None:
             worker = "" if rec["worker"] == "main" else f" on {rec['worker']}"
             role = " (reference)" if rec.get("role") == "reference" else ""
             tr.write_line(f"loaded {rec['id']}{role} in {rec['load_s']:.2f} s{worker}")
+        failures = error_lines(run.results)
+        if failures:
+            tr.write_sep("-", "llmperf: request errors (counted, never sampled)", yellow=True)
+            for line in failures:
+                tr.write_line(line)
     gated = [r for r in run.results if r.get("gate")]
     if gated:
         counts = Counter(r["gate"]["verdict"] for r in gated)

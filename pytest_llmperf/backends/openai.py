@@ -3,19 +3,26 @@
 ``openai:MODEL`` talks to the OpenAI API (``OPENAI_API_KEY``); ``openai:MODEL@BASE_URL`` to any
 compatible server. Streams chat completions (``?api=completions`` for the legacy endpoint) and
 asks for usage in the stream; servers that ignore that (llama.cpp's does) are counted one token
-per content delta, and ``token_source`` says which happened. Retries are off by default so a
-retried request's latency is never mixed with first tries.
+per content delta, and ``token_source`` says which happened.
+
+The SDK never retries: a 429, 5xx, timeout or cut stream becomes a
+:class:`~pytest_llmperf.errors.TransientError` that the harness counts (and retries as a fresh,
+separately timed attempt), so a retry never hides inside a latency sample. ``timeout`` bounds
+the silence between bytes; ``deadline`` bounds the whole request, because a server that sends
+keep-alive pings but no tokens would otherwise never time out.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import BackendUnavailable, GenerationError, InvalidRequest
+from ..errors import BackendUnavailable, GenerationError, InvalidRequest, TransientError
 from ..options import Option
 from ..spec import LLMSpec
 from . import Chunk, Request, Usage
@@ -30,10 +37,10 @@ class OpenAIBackend:
     install_hint: ClassVar[str] = _INSTALL
     options: ClassVar[Sequence[Option]] = (
         Option("api", str, "chat", "endpoint", choices=("chat", "completions")),
-        Option("timeout", float, 60.0, "seconds before a request is abandoned", minimum=0.1),
         Option(
-            "max_retries", int, 0, "client retries (0: a retry never hides in a sample)", minimum=0
+            "timeout", float, 60.0, "seconds of silence before a request is abandoned", minimum=0.1
         ),
+        Option("deadline", float, 600.0, "seconds a whole request may take", minimum=0.1),
         Option("api_key_env", str, "OPENAI_API_KEY", "environment variable holding the key"),
     )
 
@@ -70,7 +77,7 @@ class OpenAIBackend:
             # Local compatible servers usually want no key, but the client insists on one.
             api_key=self._api_key() or "not-needed",
             timeout=self.opts["timeout"],
-            max_retries=self.opts["max_retries"],
+            max_retries=0,
         )
         try:
             self._client.models.list()
@@ -103,14 +110,25 @@ class OpenAIBackend:
         return self._client.chat.completions.create(messages=list(messages), **kwargs)
 
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
-        import openai
-
         if request.max_tokens < 1:
             raise InvalidRequest(f"max_tokens must be >= 1, got {request.max_tokens}")
         usage = None
         chat = self.opts["api"] == "chat"
+        chunks = 0
+        expired = threading.Event()
+        watchdog: threading.Timer | None = None
+        response: Any = None
         try:
-            for event in self._create(request):
+            response = self._create(request)
+
+            def expire() -> None:
+                expired.set()
+                response.close()
+
+            watchdog = threading.Timer(self.opts["deadline"], expire)
+            watchdog.daemon = True
+            watchdog.start()
+            for event in response:
                 if getattr(event, "usage", None):
                     usage = event.usage
                 if not event.choices:
@@ -118,15 +136,77 @@ class OpenAIBackend:
                 choice = event.choices[0]
                 text = choice.delta.content if chat else choice.text
                 if text:
+                    chunks += 1
                     yield Chunk(text, 1)
-        except openai.APIConnectionError as exc:
-            raise GenerationError(f"lost {self._where}: {exc}") from exc
-        except openai.APIStatusError as exc:
-            raise GenerationError(f"{self._where} answered HTTP {exc.status_code}: {exc}") from exc
+            if expired.is_set():  # closing the response may end the iteration quietly
+                raise self._deadline_error(chunks)
+        except Exception as exc:
+            if expired.is_set() and not isinstance(exc, TransientError):
+                raise self._deadline_error(chunks) from exc
+            translated = self._translate(exc, chunks)
+            if translated is exc:
+                raise
+            raise translated from exc
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            if response is not None:
+                response.close()  # also when the consumer stops early: free the connection
         if usage is not None:
             yield Usage(usage.prompt_tokens, "usage", output_tokens=usage.completion_tokens)
         else:
             yield Usage(None, "chunks")
+
+    def _deadline_error(self, chunks: int) -> TransientError:
+        return TransientError(
+            f"{self._where} did not finish within deadline={self.opts['deadline']:g} s "
+            f"({chunks} chunks received)",
+            kind="timeout",
+        )
+
+    def _translate(self, exc: Exception, chunks: int) -> Exception:
+        """The SDK's exception as one of ours; unknown exceptions pass through unchanged."""
+        import openai
+
+        where = self._where
+        if isinstance(exc, openai.APITimeoutError):
+            return TransientError(
+                f"{where} sent nothing for timeout={self.opts['timeout']:g} s "
+                f"({chunks} chunks received)",
+                kind="timeout",
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            if chunks:
+                return TransientError(
+                    f"{where} cut the stream after {chunks} chunks: {exc}", kind="stream_cut"
+                )
+            return TransientError(f"lost {where}: {exc}", kind="connection")
+        if isinstance(exc, openai.RateLimitError):
+            return TransientError(
+                f"{where} rate-limited the request (HTTP 429): {exc}",
+                kind="rate_limit",
+                retry_after=_retry_after(exc.response.headers),
+            )
+        if isinstance(exc, openai.InternalServerError):
+            return TransientError(
+                f"{where} failed with HTTP {exc.status_code}: {exc}",
+                kind="server_error",
+                retry_after=_retry_after(exc.response.headers),
+            )
+        if isinstance(exc, openai.AuthenticationError):
+            return GenerationError(f"{where} refused the API key (HTTP 401): {exc}")
+        if isinstance(exc, openai.NotFoundError):
+            return GenerationError(
+                f"{where} does not know model {self.spec.model!r} (HTTP 404): {exc}"
+            )
+        if isinstance(exc, openai.APIStatusError):
+            return GenerationError(f"{where} answered HTTP {exc.status_code}: {exc}")
+        if isinstance(exc, json.JSONDecodeError | openai.APIError):
+            # A malformed event would make any token count a guess: fail, do not skip it.
+            return GenerationError(
+                f"{where} sent a malformed server-sent event after {chunks} chunks: {exc}"
+            )
+        return exc
 
     def info(self) -> dict[str, Any]:
         import openai
@@ -142,3 +222,15 @@ class OpenAIBackend:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds; an HTTP date is ignored)."""
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return float(value) * scale
+            except ValueError:
+                continue
+    return None
