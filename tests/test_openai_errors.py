@@ -54,7 +54,7 @@ def test_transient_failures_say_what_they_were(server, reply, kind, retry_after)
 
 def test_a_cut_stream_says_how_far_it_got(server):
     server.script = [Reply(tokens=6, cut_after=3)]
-    with pytest.raises(TransientError, match="cut the stream after 3 chunks"):
+    with pytest.raises(TransientError, match="broke the stream after 3 chunks"):
         measure(backend(server.url).stream(Request("hi", max_tokens=6)))
 
 
