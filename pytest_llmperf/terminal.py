@@ -48,7 +48,7 @@ def format_table(results: Sequence[dict[str, Any]], width: int = 100) -> list[st
     if not results:
         return []
     gated = any(r.get("gate") for r in results)
-    columns = _COLUMNS
+    columns: tuple[tuple[str, str, str, float, str], ...] = _COLUMNS
     if any("cost_usd" in r["stats"] for r in results):
         columns = (*columns, _COST_COLUMN)
     rows = [
