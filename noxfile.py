@@ -24,10 +24,17 @@ BUILD_ENV = (
     else {}
 )
 
+# The hf backend's tests run on the CPU. Pinned here, not in the package metadata: users pick
+# their own torch build (CUDA, ROCm, CPU); an unpinned install in CI could pull a multi-GB CUDA
+# build, while this one is the CPU wheel.
+TEST_TORCH = "torch==2.13.0"
+
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The plugin's own tests, against real llama.cpp."""
+    """The plugin's own tests, against real llama.cpp, transformers, an OpenAI-compatible
+    server and a Bedrock wire-format server on loopback."""
+    session.install(TEST_TORCH)
     session.install(".[test]", env=BUILD_ENV)
     session.run("pytest", *(session.posargs or ["tests"]))
 
@@ -48,5 +55,6 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
+    session.install(TEST_TORCH)
     session.install(".[test]", "mypy>=1.10", env=BUILD_ENV)
     session.run("mypy")

@@ -122,8 +122,7 @@ def instant_sse(tokens: int) -> bytes:
         events.append(f"data: {json.dumps(event | {'choices': [delta]})}\n\n")
     body = ("".join(events) + "data: [DONE]\n\n").encode()
     head = (
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-        f"content-length: {len(body)}\r\n\r\n"
+        f"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {len(body)}\r\n\r\n"
     ).encode()
     return head + body
 

@@ -78,6 +78,7 @@ class RequestErrors:
             "retried": len(self.retried),
         }
 
+
 #: Every metric in ``BenchResult.stats``: the per-generation scalars plus pooled ITL gaps.
 METRICS = (*SCALAR_METRICS, "itl_s")
 

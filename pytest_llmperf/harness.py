@@ -35,6 +35,8 @@ SCALAR_METRICS = (
     "output_tokens",
     "cpu_s",
     "peak_rss_mb",
+    "server_latency_s",
+    "accelerator_peak_mb",
 )
 
 
@@ -64,6 +66,8 @@ class Generation:
     cpu_s: float
     peak_rss_mb: float | None
     chunks: int
+    server_latency_s: float | None = None
+    accelerator_peak_mb: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -126,6 +130,8 @@ def derive(
         cpu_s=cpu_ns / 1e9,
         peak_rss_mb=_peak_rss_mb(),
         chunks=sum(1 for item in items if not isinstance(item, Usage)),
+        server_latency_s=usage.server_latency_s if usage is not None else None,
+        accelerator_peak_mb=usage.accelerator_peak_mb if usage is not None else None,
     )
 
 

@@ -141,8 +141,8 @@ def test_specs_come_from_cli_then_env_then_ini(fake, monkeypatch):
     [
         ("nonsense", "--llm='nonsense': expected KIND:MODEL"),
         ("foo:bar", "unknown backend kind 'foo'; valid kinds: bedrock, fake, hf, llamacpp, openai"),
-        ("hf:org/model?dtype=bfloat16", "the 'hf' backend is not implemented yet"),
-        ("bedrock:anthropic.claude-3-haiku", "the 'bedrock' backend is not implemented yet"),
+        ("hf:org/model?dtype=fp8", "bad value 'fp8' for option 'dtype': expected one of"),
+        ("bedrock:m?latency=fast", "bad value 'fast' for option 'latency': expected one of"),
         (
             "fake:m?speed=9",
             "unknown option 'speed' for fake; valid: delay_ms, fail_check, fail_load,",

@@ -19,7 +19,6 @@ from ..options import Option
 from ..spec import LLMSpec
 
 __all__ = [
-    "PLANNED_KINDS",
     "Backend",
     "BackendRegistry",
     "Chunk",
@@ -31,10 +30,6 @@ __all__ = [
 
 Message = Mapping[str, str]
 Prompt = str | Sequence[Message]
-
-# Kinds the spec grammar accepts but no backend implements yet: they get a clear
-# "not implemented yet" instead of "unknown kind".
-PLANNED_KINDS = ("hf", "bedrock")
 
 
 @dataclass(frozen=True)
@@ -68,6 +63,11 @@ class Usage:
     prompt_tokens: int | None
     token_source: str
     output_tokens: int | None = None
+    #: The server's own processing time for the request, where it reports one (Bedrock's
+    #: ``metrics.latencyMs``): the client-side e2e minus this is network and queueing.
+    server_latency_s: float | None = None
+    #: Peak accelerator memory during the generation (torch on CUDA), in MiB.
+    accelerator_peak_mb: float | None = None
 
 
 class Backend(Protocol):
@@ -127,12 +127,7 @@ class BackendRegistry:
         if found is not None:
             return found
         where = f"{spec.source}={spec.raw or spec.text!r}"
-        if spec.kind in PLANNED_KINDS:
-            raise SpecError(
-                f"{where}: the {spec.kind!r} backend is not implemented yet in this version of "
-                f"pytest-llmperf; available now: {', '.join(self.kinds)}"
-            )
-        valid = ", ".join(sorted({*self.kinds, *PLANNED_KINDS}))
+        valid = ", ".join(self.kinds)
         raise SpecError(f"{where}: unknown backend kind {spec.kind!r}; valid kinds: {valid}")
 
 
@@ -142,8 +137,12 @@ def _qualname(cls: type) -> str:
 
 @pytest.hookimpl
 def pytest_llmperf_register_backends(register: Callable[[type[Backend]], None]) -> None:
+    from .bedrock import BedrockBackend
+    from .hf import HFBackend
     from .llamacpp import LlamaCppBackend
     from .openai import OpenAIBackend
 
     register(LlamaCppBackend)
     register(OpenAIBackend)
+    register(BedrockBackend)
+    register(HFBackend)

@@ -29,8 +29,13 @@ def test_short_prompt(llm_bench):
 @pytest.mark.llm_perf(max_tokens=16)
 def test_prefill_heavy(llm_bench):
     result = llm_bench(LONG_PROMPT)
-    assert result.stats["prompt_tokens"].median >= 400
-    assert result.stats["prefill_tps"].median > 0
+    prompt_tokens = result.stats["prompt_tokens"]
+    # A server that reports no usage (llama.cpp's) leaves the prompt size unknown, not guessed.
+    if prompt_tokens.n:
+        assert prompt_tokens.median >= 400
+        assert result.stats["prefill_tps"].median > 0
+    else:
+        assert result.missing["prefill_tps"] == result.runs
 
 
 @pytest.mark.llm_perf(max_tokens=128)
