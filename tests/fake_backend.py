@@ -5,7 +5,8 @@ a third-party plugin would use. Its latency is real (it sleeps); environment var
 it without changing the spec (and so without changing the baseline's key):
 
 - ``FAKE_DELAY_MS``: sleep before each chunk (overrides the ``delay_ms`` option);
-- ``FAKE_GROWTH_MS``: add this much more per generation (a drifting, unstable run);
+- ``FAKE_GROWTH_MS``: add this much more per generation (a drifting, unstable run), counted
+  from generation ``FAKE_GROWTH_CENTER`` (default 0; earlier ones are faster, never below 0);
 - ``FAKE_SLOW_FIRST``: the first N generations of each instance are 4x slower (a transient);
 - ``FAKE_CALL_LOG``: append each generation's model name to this file (interleaving order).
 """
@@ -54,7 +55,9 @@ class FakeBackend:
         yield Usage(prompt_tokens=len(prompt.split()), token_source="chunks")
         self.generations += 1
         delay = float(os.environ.get("FAKE_DELAY_MS", self.opts["delay_ms"]))
-        delay += float(os.environ.get("FAKE_GROWTH_MS", 0)) * self.generations
+        center = int(os.environ.get("FAKE_GROWTH_CENTER", 0))
+        delay += float(os.environ.get("FAKE_GROWTH_MS", 0)) * (self.generations - center)
+        delay = max(delay, 0.0)
         if self.generations <= int(os.environ.get("FAKE_SLOW_FIRST", 0)):
             delay *= 4
         if os.environ.get("FAKE_CALL_LOG"):

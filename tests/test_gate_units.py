@@ -16,6 +16,7 @@ from pytest_llmperf.baseline import (
     save_baseline,
 )
 from pytest_llmperf.bench import Workload
+from pytest_llmperf.compare import GatePolicy, Reference, sequential
 from pytest_llmperf.errors import BaselineError
 from pytest_llmperf.gate import (
     Verdict,
@@ -26,6 +27,7 @@ from pytest_llmperf.gate import (
     review,
     worst,
 )
+from pytest_llmperf.harness import Generation
 
 ALPHA = 0.01
 ALL_VERDICTS = ("PASS", "IMPROVEMENT", "INCONCLUSIVE", "UNSTABLE", "REFUSED", "REGRESSION")
@@ -405,3 +407,65 @@ def test_a_trend_does_not_hide_a_slowdown_beyond_every_sample():
     current = [b * 3 * (1 + 0.02 * i) for i, b in enumerate(sorted(baseline))]  # trending, 3x
     assert stats.is_unstable(current)
     assert judge(current, baseline).verdict == Verdict.REGRESSION
+
+
+def _generation(tpot: float, ttft: float) -> Generation:
+    return Generation(
+        text="x",
+        prompt_tokens=4,
+        output_tokens=8,
+        token_source="engine",
+        ttft_s=ttft,
+        e2e_s=ttft + 7 * tpot,
+        itl_s=[tpot] * 7,
+        tpot_s=tpot,
+        decode_tps=1 / tpot,
+        prefill_tps=4 / ttft,
+        sec_per_token=(ttft + 7 * tpot) / 8,
+        cpu_s=0.0,
+        peak_rss_mb=None,
+        chunks=8,
+    )
+
+
+@pytest.mark.parametrize(("factor", "expected"), [(1.0, "PASS"), (1.5, "REGRESSION")])
+def test_sequential_looks_stop_at_the_first_clear_look(factor, expected):
+    rng = random.Random(3)
+    draws: list[int] = []
+
+    def extend(count: int, start: int) -> tuple[list[Generation], list[Generation]]:
+        draws.append(count)
+
+        def side(f: float) -> list[Generation]:
+            return [
+                _generation(
+                    0.02 * f * rng.lognormvariate(0, 0.03), 0.1 * rng.lognormvariate(0, 0.03)
+                )
+                for _ in range(count)
+            ]
+
+        return side(factor), side(1.0)
+
+    policy = GatePolicy({"tpot_s": 0.05, "ttft_s": 0.10}, 0.05 / 2, 2, confirm=False)
+    reference = Reference(mode="relative", label="same job")
+    mine, theirs, verdicts = sequential(reference, (10, 20, 40), policy, extend)
+    assert draws == [10]  # clear at the first look: nothing more was sampled
+    assert len(mine) == len(theirs) == 10
+    assert worst([v.verdict for v in verdicts]) == expected
+
+
+def test_sequential_looks_go_on_while_unclear():
+    rng = random.Random(5)
+    draws: list[int] = []
+
+    def extend(count: int, start: int) -> tuple[list[Generation], list[Generation]]:
+        draws.append(count)
+        # 5% slower with 5% noise against a 5% tolerance: neither clearly fine nor clearly slow.
+        mine = [_generation(0.021 * rng.lognormvariate(0, 0.05), 0.1) for _ in range(count)]
+        theirs = [_generation(0.02 * rng.lognormvariate(0, 0.05), 0.1) for _ in range(count)]
+        return mine, theirs
+
+    policy = GatePolicy({"tpot_s": 0.05, "ttft_s": 0.10}, 0.05 / 2, 2, confirm=False)
+    mine, _, _ = sequential(Reference(mode="relative", label="x"), (10, 20, 40), policy, extend)
+    assert draws == [10, 10, 20]
+    assert len(mine) == 40

@@ -75,7 +75,7 @@ def _generation_options() -> frozenset[str]:
     """What a request's options may set: GenerationConfig's fields, plus generate's hooks."""
     from transformers import GenerationConfig
 
-    fields = GenerationConfig().to_dict()  # type: ignore[no-untyped-call]
+    fields = GenerationConfig().to_dict()
     known = {k for k in fields if not k.startswith("_")} | {"logits_processor", "stopping_criteria"}
     return frozenset(known - _RESERVED)
 
@@ -241,7 +241,7 @@ class HFBackend:
             raise BackendUnavailable(f"transformers could not load {what}: {exc}") from exc
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
             raise ModelLoadError(f"transformers could not load {what}: {exc}") from exc
-        self._tokenizer, self._model = tokenizer, model.eval()  # type: ignore[no-untyped-call]
+        self._tokenizer, self._model = tokenizer, model.eval()
 
     def _resolve_device(self, torch: Any) -> str:
         device = str(self.opts["device"])
