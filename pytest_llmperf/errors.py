@@ -9,10 +9,13 @@
     │   └── TransientError       worth another attempt: rate limit (429, throttling), 5xx,
     │                            timeout, connection lost, stream cut mid-way; ``.kind`` says
     │                            which. Counted as an error, never as a latency sample.
-    └── BaselineError            a stored baseline file is unreadable, corrupt or too new
+    ├── BaselineError            a stored baseline file is unreadable, corrupt or too new
+    └── JudgeError               the LLM judge gave no valid verdict (``.raw``: its answers) or
+                                 its request failed; the test errors, never gets a made-up score
 
     LLMPerfWarning (a UserWarning): a comparison was refused or is shaky (another host,
-    --llm-compare-across-machines); shown in pytest's warnings summary.
+    --llm-compare-across-machines), or the judge cache is not writable; shown in pytest's
+    warnings summary.
 
 Configuration problems found before tests run (``SpecError`` and any ``BackendUnavailable`` that a
 cheap pre-flight check detects) become ``pytest.UsageError`` in the plugin; errors during a test are
@@ -28,6 +31,7 @@ __all__ = [
     "BaselineError",
     "GenerationError",
     "InvalidRequest",
+    "JudgeError",
     "LLMPerfError",
     "LLMPerfWarning",
     "ModelLoadError",
@@ -82,6 +86,18 @@ TRANSIENT_KINDS = ("rate_limit", "server_error", "timeout", "connection", "strea
 
 class BaselineError(LLMPerfError):
     """A baseline file is unreadable, corrupt or from a newer plugin."""
+
+
+class JudgeError(LLMPerfError):
+    """The judge gave no parseable verdict in its attempts, or could not be asked.
+
+    ``raw`` holds the judge's answers (empty when no answer came back); ``judge`` its spec.
+    """
+
+    def __init__(self, message: str, *, judge: str, raw: list[str]) -> None:
+        super().__init__(message)
+        self.judge = judge
+        self.raw = list(raw)
 
 
 class LLMPerfWarning(UserWarning):

@@ -10,6 +10,7 @@ from .baseline import bench_id
 from .compare import gate_message
 from .environment import describe_environment
 from .gate import Verdict, review
+from .judge import JUDGE_PROMPT_VERSION
 from .results import build_document, write_json_atomic
 
 if TYPE_CHECKING:
@@ -64,11 +65,15 @@ def _write_json(run: LLMPerfSession, session: pytest.Session) -> None:
             "alpha": s.alpha,
             "tolerances": dict(s.tolerances),
             "compare_to": s.compare_to.text if s.compare_to else None,
+            "judge": s.judge.text if s.judge else None,
+            "judge_repeats": s.judge_repeats,
+            "judge_prompt_version": JUDGE_PROMPT_VERSION,
         },
         environment=describe_environment(),
         backends=run.backend_records,
         backend_errors=run.load_errors,
         results=run.results,
+        quality=run.quality,
     )
     try:
         write_json_atomic(path, document)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from . import backends, fixtures, hookspecs
+from . import backends, fixtures, hookspecs, quality, suite
 from .backends import BackendRegistry
 from .environment import KNOWN_APIS, api_credentials, cuda_device_count
 from .errors import LLMPerfError
@@ -22,6 +23,7 @@ _MARKERS = (
     "llm_backends(*kinds): run this test only for backends of these kinds, e.g. 'llamacpp'",
     "gpu: needs a CUDA device; skipped with a reason where none is visible",
     f"api(name): needs that API's credentials ({', '.join(KNOWN_APIS)}); skipped without them",
+    quality.MARKER,
 )
 
 
@@ -63,7 +65,13 @@ def pytest_configure(config: pytest.Config) -> None:
     session.plan()
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(fixtures, "llmperf-fixtures")
+    config.pluginmanager.register(quality, "llmperf-quality")
     config.pluginmanager.register(_RunHooks(config), "llmperf-run-hooks")
+    suite.use_packaged_suites(config, session.settings.suites)
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    return suite.collect_file(file_path, parent)  # *.llmsuite.yaml / *.llmsuite.yml only
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -127,7 +135,19 @@ def pytest_runtest_makereport(
     if report.when == "call" and results:
         # A JSON-safe attribute: it crosses from xdist workers to the controller intact.
         report.llmperf = [r.to_json() for r in results]  # type: ignore[attr-defined]
+    quality.annotate_report(item, call, report)
     return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    yield  # a body that raised has failed already: no quality check on top
+    quality.check_quality(item)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, str] | None:
+    return quality.report_status(report)
 
 
 class _RunHooks:
@@ -139,9 +159,10 @@ class _RunHooks:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         results = getattr(report, "llmperf", None)
         session = get_session(self.config)
-        if not results or session.is_worker:
+        if session.is_worker:
             return
-        for result in results:
+        quality.collect(session, report)
+        for result in results or ():
             session.results.append(result)
             self.config.hook.pytest_llmperf_result(config=self.config, result=result)
 

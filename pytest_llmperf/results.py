@@ -4,11 +4,12 @@ Schema (``schema_version`` 1)::
 
     {"schema_version": 1, "plugin": {"name", "version"}, "created": ISO-8601 UTC,
      "command": [argv...],
-     "settings": {"runs" (N or "auto"), "looks", "warmup", "alpha", "tolerances", "compare_to"},
+     "settings": {"runs" (N or "auto"), "looks", "warmup", "alpha", "tolerances", "compare_to",
+                  "judge" (spec or null), "judge_repeats", "judge_prompt_version"},
      "environment": {cpu_model, cpu_count, ram_bytes, gpus, os, python, libraries{},
                      machine_info{} (pytest-benchmark), commit_info{} (pytest-benchmark)},
-     "backends": [{spec, id, kind, model, role (candidate|reference), worker, load_s, library,
-                   library_version, options{}, model_file{path, size, sha256},
+     "backends": [{spec, id, kind, model, role (candidate|reference|judge), worker, load_s,
+                   library, library_version, options{}, model_file{path, size, sha256},
                    key{strict{}, soft{}}}],
      "backend_errors": {spec: message},
      "results": [{name, nodeid, backend, backend_id, params{}, runs, warmup,
@@ -21,7 +22,10 @@ Schema (``schema_version`` 1)::
                                 ci_high, p_slowdown, p_improvement, p_no_slowdown,
                                 tolerance, effective_tolerance, n_current, n_baseline,
                                 runs_to_settle, note}], warnings[], confirmation,
-                                reason (REFUSED)}}]}
+                                reason (REFUSED)}}],
+     "quality": [{nodeid, backend (spec, null without llm_backend), backend_id, score (0-100,
+                  mean over repeats), scores[], ratings[] (1-10), spread{sd, min, max},
+                  reason, judge, prompt_version, cached, min_score (null without the marker)}]}
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ def build_document(
     backends: list[dict[str, Any]],
     backend_errors: dict[str, str],
     results: list[dict[str, Any]],
+    quality: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -58,6 +63,7 @@ def build_document(
         "backends": backends,
         "backend_errors": backend_errors,
         "results": results,
+        "quality": quality or [],
     }
 
 

@@ -67,6 +67,10 @@ class LLMPerfSession:
     notes: list[str] = field(default_factory=list)
     #: Regressions that only Holm's step-down at the end of the session found.
     regressions_after_review: list[str] = field(default_factory=list)
+    #: JSON-safe judge verdicts (see :mod:`.quality`), gathered from test reports.
+    quality: list[dict[str, Any]] = field(default_factory=list)
+    #: Tests skipped because no judge could start, by reason.
+    judge_skips: dict[str, int] = field(default_factory=dict)
     #: Output problems (an unwritable JSON path, say), shown in red at the end.
     errors: list[str] = field(default_factory=list)
     json_written: Path | None = None
@@ -102,6 +106,16 @@ class LLMPerfSession:
             except BackendUnavailable as exc:
                 raise pytest.UsageError(f"{spec.source}={spec.raw!r}: {exc}") from None
             self.planned.setdefault(spec.text, _Planned(spec, backend))
+        judge = self.settings.judge
+        if judge is not None:
+            # Typed now (a typo is a usage error) but never pre-flighted: a judge that cannot
+            # start skips the tests that need it, and must not stop runs that need none.
+            try:
+                cls = self.registry.get(judge)
+                backend = cls(judge, resolve_options(judge, cls.options))
+            except SpecError as exc:
+                raise pytest.UsageError(str(exc)) from None
+            self.planned.setdefault(judge.text, _Planned(judge, backend))
         if self.settings.compare or self.settings.save_baseline:
             self._load_baselines()
 
@@ -113,13 +127,14 @@ class LLMPerfSession:
             except BaselineError as exc:
                 raise pytest.UsageError(str(exc)) from None
 
-    def handle(self, spec: LLMSpec, *, reference: bool = False) -> LLMHandle:
+    def handle(self, spec: LLMSpec, *, reference: bool = False, judge: bool = False) -> LLMHandle:
         """The loaded backend for ``spec``: loaded on first use, once per process.
 
-        The relative-mode reference is a separate instance even when its spec equals a
-        candidate's (an A/A comparison must not share one engine's state).
+        The relative-mode reference and the judge are separate instances even when their spec
+        equals a candidate's (an A/A comparison must not share one engine's state).
         """
-        key = ("ref " if reference else "") + spec.text
+        role = "reference" if reference else "judge" if judge else "candidate"
+        key = {"candidate": "", "reference": "ref ", "judge": "judge "}[role] + spec.text
         if key in self.handles:
             return self.handles[key]
         if key in self.load_errors:
@@ -128,7 +143,7 @@ class LLMPerfSession:
             )
         planned = self.planned[spec.text]
         backend = planned.backend
-        if reference:
+        if role != "candidate":
             backend = type(backend)(planned.spec, resolve_options(spec, type(backend).options))
         started = time.perf_counter()
         try:
@@ -142,7 +157,7 @@ class LLMPerfSession:
         handle = LLMHandle(backend, load_s)
         self.handles[key] = handle
         record = self._record(handle)
-        record["role"] = "reference" if reference else "candidate"
+        record["role"] = role
         self.backend_records.append(record)
         self.keys[key] = record["key"]
         return handle

@@ -20,9 +20,11 @@ import pytest
 from .bench import DEFAULT_MAX_ERROR_RATE
 from .errors import SpecError
 from .gate import DEFAULT_TOLERANCES, parse_tolerances
+from .judge import DEFAULT_JUDGE
 from .options import parse_bool
 from .prices import PriceTable, load_prices
 from .spec import DEFAULT_SPEC, LLMSpec, parse_spec
+from .suite import packaged_suites, parse_suite_names
 
 __all__ = ["ENV_LLM", "Settings", "add_options"]
 
@@ -40,6 +42,7 @@ class _Setting:
     default: Any
     parse: Callable[[str], Any]
     metavar: str = ""  # empty: an on/off flag (store_true; ini true/false)
+    repeat: bool = False  # the flag may be given again; its values join with commas
 
     @property
     def flag(self) -> str:
@@ -221,6 +224,37 @@ _SETTINGS = (
         _choice(FAIL_ON),
         "WHAT",
     ),
+    _Setting(
+        "llm_judge",
+        f"backend spec of the LLM judge behind llm_judge and @pytest.mark.llm_quality (default "
+        f"{DEFAULT_JUDGE}); 'none' turns judging off. Tests that need a judge that cannot start "
+        "are skipped with the reason",
+        DEFAULT_JUDGE,
+        str,
+        "SPEC",
+    ),
+    _Setting(
+        "llm_judge_repeats",
+        "judge each answer N times and report the mean score and its spread (default 1)",
+        1,
+        _count(1),
+        "N",
+    ),
+    _Setting(
+        "llm_judge_no_cache",
+        "ask the judge every time instead of reusing verdicts cached on disk",
+        False,
+        parse_bool,
+    ),
+    _Setting(
+        "llm_suite",
+        "also run this YAML suite shipped with the plugin (repeat, or NAME,NAME; shipped: "
+        f"{', '.join(packaged_suites())}); with no path arguments, only the suites run",
+        (),
+        parse_suite_names,
+        "NAME",
+        repeat=True,
+    ),
 )
 
 
@@ -238,7 +272,10 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("llm", "backend specs, one per line (see --llm)", type="linelist", default=[])
     for s in _SETTINGS:
         if s.metavar:
-            group.addoption(s.flag, dest=s.name, metavar=s.metavar, default=None, help=s.help)
+            action = "append" if s.repeat else "store"
+            group.addoption(
+                s.flag, dest=s.name, metavar=s.metavar, default=None, help=s.help, action=action
+            )
         else:
             group.addoption(s.flag, dest=s.name, action="store_true", default=None, help=s.help)
         parser.addini(s.name, f"default for {s.flag}", default=None)
@@ -269,6 +306,10 @@ class Settings:
     max_error_rate: float
     prices: PriceTable
     fail_on: str
+    judge: LLMSpec | None  # None: judging turned off
+    judge_repeats: int
+    judge_cache: bool
+    suites: tuple[str, ...]  # --llm-suite: packaged suites to collect
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -309,7 +350,26 @@ class Settings:
             max_error_rate=v["llm_max_error_rate"],
             prices=prices,
             fail_on=v["llm_fail_on"],
+            judge=_judge_spec(config, v["llm_judge"]),
+            judge_repeats=v["llm_judge_repeats"],
+            judge_cache=not v["llm_judge_no_cache"],
+            suites=v["llm_suite"],
         )
+
+
+def _judge_spec(config: pytest.Config, text: str) -> LLMSpec | None:
+    if config.getoption("llm_judge") is not None:
+        source = "--llm-judge"
+    elif config.getini("llm_judge"):
+        source = "ini option 'llm_judge'"
+    else:
+        source = "default"
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return parse_spec(text, source)
+    except SpecError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _resolve(config: pytest.Config, setting: _Setting) -> Any:
@@ -317,7 +377,7 @@ def _resolve(config: pytest.Config, setting: _Setting) -> Any:
     if cli is True:  # an on/off flag given on the command line
         return True
     if cli is not None:
-        text, source = cli, setting.flag
+        text, source = ",".join(cli) if isinstance(cli, list) else cli, setting.flag
     else:
         ini = config.getini(setting.name)
         if ini is None or ini == "":

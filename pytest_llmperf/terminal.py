@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .compare import gate_message
 from .gate import Verdict
+from .quality import write_quality_summary
 
 if TYPE_CHECKING:
     from .session import LLMPerfSession
@@ -158,13 +159,14 @@ def write_summary(tr: Any, run: LLMPerfSession, *, width: int) -> None:
             tr.write_line(line)
         for rec in run.backend_records:
             worker = "" if rec["worker"] == "main" else f" on {rec['worker']}"
-            role = " (reference)" if rec.get("role") == "reference" else ""
+            role = f" ({rec['role']})" if rec.get("role", "candidate") != "candidate" else ""
             tr.write_line(f"loaded {rec['id']}{role} in {rec['load_s']:.2f} s{worker}")
         failures = error_lines(run.results)
         if failures:
             tr.write_sep("-", "llmperf: request errors (counted, never sampled)", yellow=True)
             for line in failures:
                 tr.write_line(line)
+    write_quality_summary(tr, run, width=width)
     gated = [r for r in run.results if r.get("gate")]
     if gated:
         counts = Counter(r["gate"]["verdict"] for r in gated)

@@ -38,6 +38,13 @@ class Reply:
     #: Send ``: ping`` comments during the stall (keeps a read timeout from firing).
     ping_every: float | None = None
     usage: bool = False
+    #: Stream this text (in pieces of up to 8 characters) instead of ``tokens`` dummy words.
+    text: str | None = None
+
+    def pieces(self) -> list[str]:
+        if self.text is None:
+            return [f"t{i} " for i in range(self.tokens)]
+        return [self.text[i : i + 8] for i in range(0, len(self.text), 8)]
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -129,14 +136,14 @@ class ScriptedServer:
                             self._chunk(": ping\n\n")
                         except OSError:
                             return
+                pieces = reply.pieces()
                 try:
-                    for i in range(reply.tokens):
+                    for i, piece in enumerate(pieces):
                         if reply.cut_after is not None and i == reply.cut_after:
                             # No terminating zero-length chunk: the body ends mid-stream.
                             self.close_connection = True
                             return
                         time.sleep(reply.delay)
-                        piece = f"t{i} "
                         choice = (
                             {"index": 0, "delta": {"content": piece}}
                             if chat
@@ -153,7 +160,7 @@ class ScriptedServer:
                         if i == 0 and reply.malformed is not None:
                             self._chunk(f"data: {reply.malformed}\n\n")
                     if reply.usage:
-                        usage = {"prompt_tokens": 3, "completion_tokens": reply.tokens}
+                        usage = {"prompt_tokens": 3, "completion_tokens": len(pieces)}
                         last = {"id": "x", "object": "chat.completion.chunk", "created": 0}
                         last |= {"model": "m", "choices": [], "usage": usage}
                         self._chunk(f"data: {json.dumps(last)}\n\n")
