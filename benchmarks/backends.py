@@ -47,7 +47,10 @@ def llama_server(model: Path) -> Iterator[str]:
     port = free_port()
     app = create_app(
         server_settings=ServerSettings(host="127.0.0.1", port=port),
-        model_settings=[ModelSettings(model=str(model), model_alias="gemma3", verbose=False)],
+        model_settings=[
+            # The server's default is half the cores; give it what llamacpp in-process gets.
+            ModelSettings(model=str(model), model_alias="gemma3", n_threads=2, verbose=False)
+        ],
     )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -72,7 +75,8 @@ def engines_table(runs: int, skip: set[str]) -> None:
         specs = {
             "llamacpp": "llamacpp:gemma3-270m",
             "hf": "hf:gemma3-270m",
-            "openai": f"openai:gemma3@{url}",
+            # completions: the same raw prompt as the in-process engines, no chat template
+            "openai": f"openai:gemma3@{url}?api=completions",
         }
         out = Path(tmp, "r.json")
         args = [f"--llm={s}" for k, s in specs.items() if k not in skip]

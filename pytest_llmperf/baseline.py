@@ -5,7 +5,15 @@ File layout (``schema_version`` 1)::
     {"schema_version": 1, "backend": SPEC, "updated": ISO-8601,
      "key": {"strict": {...}, "soft": {...}},
      "benchmarks": {BENCH_ID: {"params": {...},
-                               "runs": [{"created", "commit", "samples": {metric: [...]}}]}}}
+                               "runs": [{"created", "commit", "samples": {metric: [...]}}]}},
+     "quality": {"judge": SPEC, "prompt_version": "1", "created", "commit",
+                 "verdicts": {NODEID#CALL: {"nodeid", "call", "score", "scores", "ratings",
+                                            "prompt", "response", "rubric", "reference"}}}}
+
+``quality`` (optional, so files without it load as before) holds each judged answer of the
+last saving run, keyed by test and ``llm_judge`` call: the quality gate pairs this session's
+verdicts with them (see :mod:`.quality_gate`), and ``--llm-rejudge-baseline`` grades the stored
+responses again.
 
 The strict key (CPU model, accelerators, backend library and version, model file hash, backend
 options, plugin major version, xdist worker count) must match to compare; the soft key (host
@@ -76,6 +84,8 @@ class BaselineFile:
     strict: dict[str, Any]
     soft: dict[str, Any]
     benchmarks: dict[str, StoredBenchmark] = field(default_factory=dict)
+    #: The stored ``quality`` section, ``None`` when the file has none.
+    quality: dict[str, Any] | None = None
 
 
 def baseline_path(directory: Path, spec_text: str, short_id: str) -> Path:
@@ -127,6 +137,7 @@ def load_baseline(path: Path) -> BaselineFile | None:
             dict(doc["key"]["strict"]),
             dict(doc["key"]["soft"]),
             benchmarks,
+            _load_quality(doc.get("quality")),
         )
     except BaselineError:
         raise
@@ -135,6 +146,64 @@ def load_baseline(path: Path) -> BaselineFile | None:
             f"baseline file {path} does not have the expected structure ({exc!r}); fix or "
             "delete it (it is never overwritten automatically)"
         ) from exc
+
+
+def _load_quality(section: Any) -> dict[str, Any] | None:
+    if section is None:
+        return None
+    judge, version, verdicts = section["judge"], section["prompt_version"], section["verdicts"]
+    if not isinstance(judge, str) or not isinstance(version, str):
+        raise TypeError("quality judge and prompt_version must be strings")
+    for verdict in verdicts.values():
+        score = verdict["score"]
+        if not isinstance(score, (int, float)) or isinstance(score, bool):
+            raise TypeError("quality scores must be numbers")
+        if not isinstance(verdict["response"], str):
+            raise TypeError("quality responses must be strings")
+    return dict(section)
+
+
+def _quality_section(
+    existing: dict[str, Any] | None, quality: list[dict[str, Any]], created: str, commit: str | None
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """The stored verdicts updated with this run's: per id when the judge is the same, all
+    anew when it changed (scores of two judges must not be mixed)."""
+    if not quality:
+        return existing, []
+    judge, version = quality[0]["judge"], quality[0]["prompt_version"]
+    notes: list[str] = []
+    verdicts: dict[str, Any] = {}
+    if existing is not None:
+        if (existing["judge"], existing["prompt_version"]) == (judge, version):
+            verdicts = dict(existing["verdicts"])
+        else:
+            notes.append(
+                f"replaced the quality baseline judged by {existing['judge']} (prompt v"
+                f"{existing['prompt_version']}) with verdicts of {judge} (prompt v{version})"
+            )
+    for entry in quality:
+        verdicts[f"{entry['nodeid']}#{entry['call']}"] = {
+            k: entry.get(k)
+            for k in (
+                "nodeid",
+                "call",
+                "score",
+                "scores",
+                "ratings",
+                "prompt",
+                "response",
+                "rubric",
+                "reference",
+            )
+        }
+    section = {
+        "judge": judge,
+        "prompt_version": version,
+        "created": created,
+        "commit": commit,
+        "verdicts": dict(sorted(verdicts.items())),
+    }
+    return section, notes
 
 
 def describe_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -155,6 +224,7 @@ def save_baseline(
     results: list[dict[str, Any]],
     commit: str | None,
     keep: int,
+    quality: list[dict[str, Any]] | None = None,
 ) -> list[str]:
     """Add this run's samples to the stored baseline (atomically); returns notes for the user.
 
@@ -183,7 +253,11 @@ def save_baseline(
         if entry is None or entry.params != result["params"]:
             entry = StoredBenchmark(result["params"], [])
         benchmarks[bid] = StoredBenchmark(entry.params, [*entry.runs, run][-keep:])
-    doc = {
+    quality_section, quality_notes = _quality_section(
+        existing.quality if existing is not None else None, quality or [], created, commit
+    )
+    notes += [f"{path.name}: {note}" for note in quality_notes]
+    doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "backend": backend,
         "updated": created,
@@ -193,5 +267,7 @@ def save_baseline(
             for bid, entry in sorted(benchmarks.items())
         },
     }
+    if quality_section is not None:
+        doc["quality"] = quality_section
     write_json_atomic(path, doc)
     return notes

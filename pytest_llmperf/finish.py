@@ -1,16 +1,21 @@
-"""End of a run, on the controller: multiplicity review, baseline saving, the JSON file."""
+"""End of a run, on the controller: multiplicity review, the quality gate, baseline saving,
+the JSON file."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .baseline import bench_id
 from .compare import gate_message
 from .environment import describe_environment
+from .errors import JudgeError
 from .gate import Verdict, review
 from .judge import JUDGE_PROMPT_VERSION
+from .quality import rejudger
+from .quality_gate import REGRESSION as QUALITY_REGRESSION
+from .quality_gate import Rejudge, compare_backend
 from .results import build_document, write_json_atomic
 
 if TYPE_CHECKING:
@@ -21,6 +26,7 @@ __all__ = ["finish_run"]
 
 def finish_run(run: LLMPerfSession, session: pytest.Session) -> None:
     _review(run, session)
+    _quality_gate(run, session)
     if run.settings.save_baseline:
         try:
             run.notes += run.save_baselines()
@@ -48,7 +54,43 @@ def _review(run: LLMPerfSession, session: pytest.Session) -> None:
                 f"worth a look (Benjamini-Yekutieli p={row['p_by']:.2g}, not significant "
                 f"family-wise): {where} {row['metric']}"
             )
-    if run.regressions_after_review and run.settings.fail_on == "latency":
+    if run.regressions_after_review and run.settings.fail_on_latency:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _quality_gate(run: LLMPerfSession, session: pytest.Session) -> None:
+    """Per backend: this session's verdicts against the stored quality baseline. It runs after
+    every test, so a regression fails the run through the session's exit status (the tests
+    themselves have passed), with a red line in the summary."""
+    s = run.settings
+    if not s.compare or not run.quality:
+        return
+    by_backend: dict[str, list[dict[str, Any]]] = {}
+    for entry in run.quality:
+        if entry["backend"] is not None:  # judged without llm_backend: no baseline file
+            by_backend.setdefault(entry["backend"], []).append(entry)
+    todo: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = []
+    for spec in s.specs:
+        stored = run.baselines.get(spec.text)
+        if spec.text in by_backend and stored is not None and stored.quality is not None:
+            todo.append((spec.text, by_backend[spec.text], stored.quality))
+    if not todo:
+        return
+    alpha = s.alpha / len(todo)  # Bonferroni over the backends compared
+    rejudge: Rejudge | str | None = rejudger(run.config) if s.rejudge_baseline else None
+    for backend, entries, section in todo:
+        args = (backend, str(entries[0]["backend_id"]), entries, section)
+        try:
+            comparison = compare_backend(
+                *args, margin=s.quality_margin, alpha=alpha, rejudge=rejudge
+            )
+        except JudgeError as exc:
+            comparison = compare_backend(
+                *args, margin=s.quality_margin, alpha=alpha, rejudge=f"the judge failed: {exc}"
+            )
+        run.quality_gate.append(comparison.to_json())
+    regressed = [c for c in run.quality_gate if c["verdict"] == QUALITY_REGRESSION]
+    if regressed and s.fail_on_quality and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -68,12 +110,16 @@ def _write_json(run: LLMPerfSession, session: pytest.Session) -> None:
             "judge": s.judge.text if s.judge else None,
             "judge_repeats": s.judge_repeats,
             "judge_prompt_version": JUDGE_PROMPT_VERSION,
+            "fail_on": s.fail_on,
+            "quality_margin": s.quality_margin,
+            "rejudge_baseline": s.rejudge_baseline,
         },
         environment=describe_environment(),
         backends=run.backend_records,
         backend_errors=run.load_errors,
         results=run.results,
         quality=run.quality,
+        quality_gate=run.quality_gate,
     )
     try:
         write_json_atomic(path, document)

@@ -126,7 +126,7 @@ class Bench:
                     LLMPerfWarning(f"{self.handle.id}: not compared: {gate['reason']}"),
                     stacklevel=2,
                 )
-            if gate["verdict"] == Verdict.REGRESSION and settings.fail_on == "latency":
+            if gate["verdict"] == Verdict.REGRESSION and settings.fail_on_latency:
                 pytest.fail(gate_message(gate), pytrace=False)
         return result
 

@@ -183,13 +183,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     run = get_session(session.config)
-    run.close()
     if run.is_worker:
+        run.close()
         workeroutput = session.config.workeroutput  # type: ignore[attr-defined]
         workeroutput["llmperf_backends"] = run.backend_records
         workeroutput["llmperf_load_errors"] = run.load_errors
         return
-    finish_run(run, session)
+    try:
+        finish_run(run, session)  # --llm-rejudge-baseline may still need the judge
+    finally:
+        run.close()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

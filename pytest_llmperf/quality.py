@@ -8,7 +8,7 @@ here. Verdicts travel from xdist workers to the controller on test reports
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ __all__ = [
     "format_quality_table",
     "llm_judge",
     "min_score",
+    "rejudger",
     "report_status",
     "write_quality_summary",
 ]
@@ -79,15 +80,42 @@ class JudgeCall:
         verdict = self.judge.grade(prompt, response, rubric=rubric, reference=reference)
         # The backend under test, when the test has one: its quality sits next to its latency.
         handle = getattr(self._item, "funcargs", {}).get("llm_backend")
+        recorded = self._item.stash.setdefault(QUALITY_KEY, [])
         entry = {
             "nodeid": self._item.nodeid,
+            # Which llm_judge call of the test: with the nodeid, the verdict's stable id for
+            # pairing with a stored quality baseline.
+            "call": len(recorded),
             "backend": getattr(handle, "spec", None),
             "backend_id": getattr(handle, "id", None),
             **verdict.to_json(),
             "min_score": self._min_score,
+            # What was judged: stored with a quality baseline, so it can be re-judged.
+            "prompt": prompt,
+            "response": response,
+            "rubric": rubric,
+            "reference": reference,
         }
-        self._item.stash.setdefault(QUALITY_KEY, []).append(entry)
+        recorded.append(entry)
         return verdict
+
+
+def rejudger(config: pytest.Config) -> Callable[[Mapping[str, Any]], float] | str:
+    """``--llm-rejudge-baseline``: a function grading a stored verdict's response again with
+    this session's judge (its score), or why there is no judge."""
+    judge = _judge_for(config)
+    if isinstance(judge, str):
+        return judge
+
+    def grade(stored: Mapping[str, Any]) -> float:
+        return judge.grade(
+            stored["prompt"],
+            stored["response"],
+            rubric=stored.get("rubric"),
+            reference=stored.get("reference"),
+        ).score
+
+    return grade
 
 
 def _cache_dir(config: pytest.Config) -> Path:

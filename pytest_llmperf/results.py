@@ -5,7 +5,8 @@ Schema (``schema_version`` 1)::
     {"schema_version": 1, "plugin": {"name", "version"}, "created": ISO-8601 UTC,
      "command": [argv...],
      "settings": {"runs" (N or "auto"), "looks", "warmup", "alpha", "tolerances", "compare_to",
-                  "judge" (spec or null), "judge_repeats", "judge_prompt_version"},
+                  "judge" (spec or null), "judge_repeats", "judge_prompt_version",
+                  "fail_on", "quality_margin", "rejudge_baseline"},
      "environment": {cpu_model, cpu_count, ram_bytes, gpus, os, python, libraries{},
                      machine_info{} (pytest-benchmark), commit_info{} (pytest-benchmark)},
      "backends": [{spec, id, kind, model, role (candidate|reference|judge), worker, load_s,
@@ -25,7 +26,14 @@ Schema (``schema_version`` 1)::
                                 reason (REFUSED)}}],
      "quality": [{nodeid, backend (spec, null without llm_backend), backend_id, score (0-100,
                   mean over repeats), scores[], ratings[] (1-10), spread{sd, min, max},
-                  reason, judge, prompt_version, cached, min_score (null without the marker)}]}
+                  reason, judge, prompt_version, cached, min_score (null without the marker),
+                  call (index of the llm_judge call in the test), prompt, response, rubric,
+                  reference}],
+     "quality_gate": [{backend, backend_id, verdict (PASS|REGRESSION|INCONCLUSIVE|REFUSED),
+                       n_pairs, margin, alpha, mean_diff, ci_low, ci_high (90% bootstrap),
+                       p_noninferior, p_regression, method, judge, baseline_judge,
+                       prompt_version, baseline_prompt_version, rejudged, reason,
+                       pairs[{id, current, baseline}]}]}
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ def build_document(
     backend_errors: dict[str, str],
     results: list[dict[str, Any]],
     quality: list[dict[str, Any]] | None = None,
+    quality_gate: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -64,6 +73,7 @@ def build_document(
         "backend_errors": backend_errors,
         "results": results,
         "quality": quality or [],
+        "quality_gate": quality_gate or [],
     }
 
 

@@ -69,6 +69,8 @@ class LLMPerfSession:
     regressions_after_review: list[str] = field(default_factory=list)
     #: JSON-safe judge verdicts (see :mod:`.quality`), gathered from test reports.
     quality: list[dict[str, Any]] = field(default_factory=list)
+    #: The quality gate's verdicts per backend (see :mod:`.quality_gate`), JSON-safe.
+    quality_gate: list[dict[str, Any]] = field(default_factory=list)
     #: Tests skipped because no judge could start, by reason.
     judge_skips: dict[str, int] = field(default_factory=dict)
     #: Output problems (an unwritable JSON path, say), shown in red at the end.
@@ -229,7 +231,8 @@ class LLMPerfSession:
         return record
 
     def save_baselines(self) -> list[str]:
-        """Controller only: store this run's samples for every backend that produced results."""
+        """Controller only: store this run's samples and judged answers (for the quality gate)
+        for every backend that produced them."""
         commit = commit_id()
         notes: list[str] = []
         by_backend: dict[str, list[dict[str, Any]]] = {}
@@ -245,7 +248,8 @@ class LLMPerfSession:
                 ),
                 None,
             )
-            if not results or record is None:
+            quality = [e for e in self.quality if e["backend"] == spec.text]
+            if (not results and not quality) or record is None:
                 continue
             path = baseline_path(self.settings.baseline_dir, spec.text, spec.short_id)
             notes += save_baseline(
@@ -253,11 +257,15 @@ class LLMPerfSession:
                 path,
                 backend=spec.text,
                 key=record["key"],
-                results=results,
+                results=results or [],
                 commit=commit,
                 keep=self.settings.baseline_keep,
+                quality=quality,
             )
-            notes.append(f"saved {len(results)} benchmark(s) of {spec.short_id} to {path}")
+            judged = f" and {len(quality)} judged answer(s)" if quality else ""
+            notes.append(
+                f"saved {len(results or ())} benchmark(s){judged} of {spec.short_id} to {path}"
+            )
         return notes
 
     def _sha256(self, path: Path) -> str:

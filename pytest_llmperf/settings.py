@@ -23,6 +23,7 @@ from .gate import DEFAULT_TOLERANCES, parse_tolerances
 from .judge import DEFAULT_JUDGE
 from .options import parse_bool
 from .prices import PriceTable, load_prices
+from .quality_gate import DEFAULT_MARGIN
 from .spec import DEFAULT_SPEC, LLMSpec, parse_spec
 from .suite import packaged_suites, parse_suite_names
 
@@ -32,7 +33,7 @@ ENV_LLM = "LLMPERF_LLM"
 
 DEFAULT_LOOKS = (10, 20, 40)
 DEFAULT_WARMUP = 1
-FAIL_ON = ("latency", "none")
+FAIL_ON = ("both", "latency", "quality", "none")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,16 @@ def _rate(text: str) -> float:
         raise ValueError("expected a fraction from 0 up to (not including) 1") from None
     if not 0 <= value < 1:
         raise ValueError("expected a fraction from 0 up to (not including) 1")
+    return value
+
+
+def _margin(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number of points from 0 to 100") from None
+    if not 0 <= value <= 100:
+        raise ValueError("expected a number of points from 0 to 100")
     return value
 
 
@@ -219,10 +230,26 @@ _SETTINGS = (
     ),
     _Setting(
         "llm_fail_on",
-        "which regressions fail the run: latency (default) or none (report only)",
-        "latency",
+        "which regressions fail the run: both (default: latency and quality against the "
+        "baseline), latency, quality, or none (report only)",
+        "both",
         _choice(FAIL_ON),
         "WHAT",
+    ),
+    _Setting(
+        "llm_quality_margin",
+        "points (0-100 score) the mean judge score may drop against the quality baseline "
+        f"before it counts as a regression (default {DEFAULT_MARGIN:g})",
+        DEFAULT_MARGIN,
+        _margin,
+        "POINTS",
+    ),
+    _Setting(
+        "llm_rejudge_baseline",
+        "grade the stored baseline answers again with this run's judge, so both sides of the "
+        "quality comparison come from the same judge (also allows a judge change)",
+        False,
+        parse_bool,
     ),
     _Setting(
         "llm_judge",
@@ -305,11 +332,21 @@ class Settings:
     confirm: bool
     max_error_rate: float
     prices: PriceTable
-    fail_on: str
+    fail_on: str  # both | latency | quality | none
+    quality_margin: float
+    rejudge_baseline: bool
     judge: LLMSpec | None  # None: judging turned off
     judge_repeats: int
     judge_cache: bool
     suites: tuple[str, ...]  # --llm-suite: packaged suites to collect
+
+    @property
+    def fail_on_latency(self) -> bool:
+        return self.fail_on in ("both", "latency")
+
+    @property
+    def fail_on_quality(self) -> bool:
+        return self.fail_on in ("both", "quality")
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -350,6 +387,8 @@ class Settings:
             max_error_rate=v["llm_max_error_rate"],
             prices=prices,
             fail_on=v["llm_fail_on"],
+            quality_margin=v["llm_quality_margin"],
+            rejudge_baseline=v["llm_rejudge_baseline"],
             judge=_judge_spec(config, v["llm_judge"]),
             judge_repeats=v["llm_judge_repeats"],
             judge_cache=not v["llm_judge_no_cache"],

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .compare import gate_message
 from .gate import Verdict
 from .quality import write_quality_summary
+from .quality_gate import format_quality_gate
 
 if TYPE_CHECKING:
     from .session import LLMPerfSession
@@ -167,6 +168,14 @@ def write_summary(tr: Any, run: LLMPerfSession, *, width: int) -> None:
             for line in failures:
                 tr.write_line(line)
     write_quality_summary(tr, run, width=width)
+    if run.quality_gate:
+        counts = Counter(c["verdict"] for c in run.quality_gate)
+        tr.write_sep(
+            "-",
+            "llmperf: quality gate " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())),
+        )
+        for line in format_quality_gate(run.quality_gate, run.settings.fail_on):
+            tr.write_line(line, red="REGRESSION" in line.split(":", 1)[0])
     gated = [r for r in run.results if r.get("gate")]
     if gated:
         counts = Counter(r["gate"]["verdict"] for r in gated)
