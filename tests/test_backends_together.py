@@ -5,8 +5,6 @@ Slow (transformers converts the GGUF on load, ~1.5 minutes on two cores), so it 
 """
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,32 +16,12 @@ SUITE = Path(__file__).resolve().parents[1] / "suites" / "latency"
 
 @pytest.fixture(scope="module")
 def embedded_server():
-    import uvicorn
-    from llama_cpp.server.app import create_app
-    from llama_cpp.server.settings import ModelSettings, ServerSettings
-    from test_openai import free_port
+    from llama_server import serve
 
     from pytest_llmperf.models import embedded_model_path
 
-    port = free_port()
-    app = create_app(
-        server_settings=ServerSettings(host="127.0.0.1", port=port),
-        model_settings=[
-            ModelSettings(
-                model=str(embedded_model_path()), model_alias="gemma3", n_threads=2, verbose=False
-            )
-        ],
-    )
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline, "llama_cpp.server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(10)
+    with serve(embedded_model_path(), "gemma3", n_ctx=2048, n_threads=2) as url:
+        yield url
 
 
 def test_three_engines_one_table(pytester, embedded_server, monkeypatch):

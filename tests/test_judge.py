@@ -8,16 +8,11 @@ a JSON schema.
 
 import json
 import re
-import threading
-import time
 from types import SimpleNamespace
 
 import pytest
-import uvicorn
-from llama_cpp.server.app import create_app
-from llama_cpp.server.settings import ModelSettings, ServerSettings
+from llama_server import free_port, serve
 from scripted_openai import Reply, ScriptedServer
-from test_openai import free_port
 from tiny_gguf import write_tiny_gguf
 
 from pytest_llmperf.backends.openai import OpenAIBackend
@@ -503,26 +498,9 @@ def test_verdicts_skips_and_judge_errors_survive_the_trip_from_an_xdist_worker(p
 @pytest.fixture(scope="module")
 def tiny_judge_url(tmp_path_factory: pytest.TempPathFactory):
     model = write_tiny_gguf(tmp_path_factory.mktemp("judge") / "tiny.gguf")
-    port = free_port()
-    app = create_app(
-        server_settings=ServerSettings(host="127.0.0.1", port=port),
-        # The judge prompt is ~1,100 characters, one token each for this model's vocabulary.
-        model_settings=[
-            ModelSettings(
-                model=str(model), model_alias="tiny", n_ctx=2048, n_threads=1, verbose=False
-            )
-        ],
-    )
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "llama_cpp.server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(10)
+    # The judge prompt is ~1,100 characters, one token each for this model's vocabulary.
+    with serve(model, "tiny", n_ctx=2048) as url:
+        yield url
 
 
 def test_a_real_model_under_a_json_schema_gives_a_parseable_verdict(pytester, tiny_judge_url):

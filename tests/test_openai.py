@@ -1,15 +1,10 @@
 """The openai backend against a real OpenAI-compatible server: llama_cpp.server on loopback."""
 
 import json
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
-from llama_cpp.server.app import create_app
-from llama_cpp.server.settings import ModelSettings, ServerSettings
+from llama_server import free_port, serve
 from tiny_gguf import write_tiny_gguf
 
 from pytest_llmperf.backends import Request
@@ -20,34 +15,11 @@ from pytest_llmperf.options import resolve_options
 from pytest_llmperf.spec import parse_spec
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory):
     model = write_tiny_gguf(tmp_path_factory.mktemp("srv") / "tiny.gguf")
-    port = free_port()
-    app = create_app(
-        server_settings=ServerSettings(host="127.0.0.1", port=port),
-        model_settings=[
-            ModelSettings(
-                model=str(model), model_alias="tiny", n_ctx=512, n_threads=1, verbose=False
-            )
-        ],
-    )
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "llama_cpp.server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(10)
+    with serve(model, "tiny") as url:
+        yield url
 
 
 def backend(spec_text: str) -> OpenAIBackend:
