@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from ._table import render
 from .backends import Prompt
 from .errors import JudgeError, LLMPerfError
 from .judge import JUDGE_PROMPT_VERSION, Judge, Verdict
@@ -249,21 +250,7 @@ def format_quality_table(
             row.append(_fmt(statistics.fmean(sds) if sds else None, ".1f"))
         rows.append(row)
     rows.sort(key=lambda r: (r[0] == "(all tests)", r[0], r[1]))
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
-    excess = sum(widths) + 2 * (len(widths) - 1) - width
-    for col, floor in ((0, 24), (1, 20)):
-        cut = min(max(excess, 0), max(widths[col] - floor, 0))
-        widths[col] -= cut
-        excess -= cut
-
-    def line(cells: Sequence[str]) -> str:
-        out = []
-        for i, (cell, w) in enumerate(zip(cells, widths, strict=True)):
-            cell = cell if len(cell) <= w else cell[: w - 1] + "…"
-            out.append(cell.ljust(w) if i < 2 else cell.rjust(w))
-        return "  ".join(out).rstrip()
-
-    return [line(header), "-" * len(line(header)), *(line(r) for r in rows)]
+    return render(header, rows, width)
 
 
 def write_quality_summary(tr: Any, run: LLMPerfSession, *, width: int) -> None:

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._table import render
 from .compare import gate_message
 from .gate import Verdict
 from .quality import write_quality_summary
@@ -60,27 +61,8 @@ def format_table(results: Sequence[dict[str, Any]], width: int = 100) -> list[st
         for r in sorted(results, key=lambda r: (r["nodeid"], r["name"], r["backend"]))
     ]
     header = ["test", "backend", "runs"] + [c[0] for c in columns] + (["verdict"] if gated else [])
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
-    # Shorten names only when the row would not fit: the test column first, down to 24.
-    excess = sum(widths) + 2 * (len(widths) - 1) - width
-    for col, floor in ((0, 24), (1, 20)):
-        cut = min(max(excess, 0), max(widths[col] - floor, 0))
-        widths[col] -= cut
-        excess -= cut
-
-    def fit(text: str, w: int) -> str:
-        return text if len(text) <= w else text[: w - 1] + "…"
-
-    def line(cells: Sequence[str]) -> str:
-        out = [
-            fit(c, w).ljust(w) if i < 2 or (i == len(widths) - 1 and gated) else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  ".join(out).rstrip()
-
-    lines = [line(header), "-" * len(line(header))]
-    lines.extend(line(r) for r in rows)
-    return lines
+    left = {0, 1, len(header) - 1} if gated else {0, 1}
+    return render(header, rows, width, left)
 
 
 def _verdict_cell(gate: dict[str, Any] | None) -> str:
