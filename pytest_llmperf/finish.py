@@ -1,22 +1,30 @@
 """End of a run, on the controller: multiplicity review, the quality gate, baseline saving,
-the JSON file."""
+the output files."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .baseline import bench_id
+from .benchmark_json import to_benchmark_json
 from .compare import gate_message
 from .environment import describe_environment
 from .errors import JudgeError
 from .gate import Verdict, review
+from .history import append_run
 from .judge import JUDGE_PROMPT_VERSION
 from .quality import rejudger
 from .quality_gate import REGRESSION as QUALITY_REGRESSION
 from .quality_gate import Rejudge, compare_backend
-from .results import build_document, write_json_atomic
+from .redact import redact
+from .report_html import render_html
+from .report_markdown import render_markdown
+from .results import build_document, write_text_atomic
 
 if TYPE_CHECKING:
     from .session import LLMPerfSession
@@ -33,7 +41,7 @@ def finish_run(run: LLMPerfSession, session: pytest.Session) -> None:
         except OSError as exc:
             run.errors.append(f"could not save baselines: {exc}")
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
-    _write_json(run, session)
+    _write_outputs(run, session)
 
 
 def _review(run: LLMPerfSession, session: pytest.Session) -> None:
@@ -94,12 +102,44 @@ def _quality_gate(run: LLMPerfSession, session: pytest.Session) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def _write_json(run: LLMPerfSession, session: pytest.Session) -> None:
-    path = run.settings.json_path
-    if path is None:
-        return
+def _write_outputs(run: LLMPerfSession, session: pytest.Session) -> None:
+    """Every file this run asked for, all from one results document with secrets removed."""
     s = run.settings
-    document = build_document(
+    wanted: list[tuple[Path | None, Callable[[dict[str, Any]], str]]] = [
+        (s.json_path, _json_text),
+        (s.html_path, render_html),
+        (s.markdown_path, render_markdown),
+        (s.benchmark_json_path, lambda doc: _json_text(to_benchmark_json(doc))),
+    ]
+    if s.history_dir is None and all(path is None for path, _ in wanted):
+        return
+    document = redact(_document(run))
+    for path, render in wanted:
+        if path is None:
+            continue
+        try:
+            write_text_atomic(path, render(document))
+        except (OSError, ValueError) as exc:
+            run.errors.append(f"could not write {path}: {exc}")
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+        else:
+            run.written.append(path)
+    if s.history_dir is not None:
+        try:
+            run.written.append(append_run(s.history_dir, document))
+        except OSError as exc:
+            run.errors.append(f"could not add this run to the history in {s.history_dir}: {exc}")
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+
+
+def _json_text(document: dict[str, Any]) -> str:
+    # allow_nan=False: a stray NaN fails loudly instead of writing invalid JSON.
+    return json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False)
+
+
+def _document(run: LLMPerfSession) -> dict[str, Any]:
+    s = run.settings
+    return build_document(
         settings={
             "runs": s.runs if s.runs is not None else "auto",
             "looks": list(s.looks),
@@ -113,6 +153,7 @@ def _write_json(run: LLMPerfSession, session: pytest.Session) -> None:
             "fail_on": s.fail_on,
             "quality_margin": s.quality_margin,
             "rejudge_baseline": s.rejudge_baseline,
+            "slo": dict(s.slo),
         },
         environment=describe_environment(),
         backends=run.backend_records,
@@ -121,10 +162,3 @@ def _write_json(run: LLMPerfSession, session: pytest.Session) -> None:
         quality=run.quality,
         quality_gate=run.quality_gate,
     )
-    try:
-        write_json_atomic(path, document)
-    except OSError as exc:
-        run.errors.append(f"could not write {path}: {exc}")
-        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
-    else:
-        run.json_written = path

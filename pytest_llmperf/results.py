@@ -47,7 +47,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMA_VERSION", "build_document", "write_json_atomic"]
+__all__ = ["SCHEMA_VERSION", "build_document", "write_json_atomic", "write_text_atomic"]
 
 SCHEMA_VERSION = 1
 
@@ -83,7 +83,11 @@ def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
     Serialising happens before the temporary file exists (``allow_nan=False`` rejects a stray
     NaN rather than writing invalid JSON), and the rename is atomic on POSIX and Windows.
     """
-    text = json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False)
+    write_text_atomic(path, json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (plus a final newline) so readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

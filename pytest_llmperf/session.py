@@ -75,7 +75,8 @@ class LLMPerfSession:
     judge_skips: dict[str, int] = field(default_factory=dict)
     #: Output problems (an unwritable JSON path, say), shown in red at the end.
     errors: list[str] = field(default_factory=list)
-    json_written: Path | None = None
+    #: Output files this run wrote (JSON, HTML, Markdown, history entry ...).
+    written: list[Path] = field(default_factory=list)
     _reported: set[int] = field(default_factory=set)
 
     @property

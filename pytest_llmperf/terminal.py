@@ -174,7 +174,7 @@ def write_summary(tr: Any, run: LLMPerfSession, *, width: int) -> None:
         tr.write_sep("-", "llmperf: backends that could not start", red=True)
         for spec, message in run.load_errors.items():
             tr.write_line(f"{spec}: {message}")
-    if run.json_written is not None:
-        tr.write_line(f"llmperf: results written to {run.json_written}")
+    for path in run.written:
+        tr.write_line(f"llmperf: results written to {path}")
     for line in run.errors:
         tr.write_line(f"llmperf: {line}", red=True)

@@ -1,0 +1,119 @@
+"""Secrets out of everything the plugin writes: JSON, HTML, Markdown, history, benchmark JSON.
+
+A results document carries the command line, spec strings (``?api_key=`` is a valid spec
+option), backend options, environment details and server error messages. All of it passes
+through :func:`redact` before any file is written. Three nets, because one is never enough:
+
+- values of keys whose *name* says secret (``api_key``, ``authorization``,
+  ``aws_secret_access_key``, ``password``, ``token`` ...), whatever their value;
+- every string is scrubbed of the *values* of secret-looking environment variables
+  (``OPENAI_API_KEY``, ``AWS_SECRET_ACCESS_KEY``, ``*_TOKEN`` ...) and of the AWS keys in the
+  shared credentials file;
+- shapes that are secrets wherever they appear: ``Authorization: Bearer ...``, ``sk-...`` keys,
+  AWS access key ids, ``user:password@`` in URLs, ``api_key=...`` in query strings.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["MASK", "redact", "secret_values"]
+
+MASK = "***"
+
+_SECRET_NAME = re.compile(
+    r"(api[_-]?key|apikey|authorization|auth[_-]?token|access[_-]?token|secret|password|passwd|"
+    r"session[_-]?token|credential|private[_-]?key|^token$|_token$)",
+    re.IGNORECASE,
+)
+# Long enough not to mask everyday words that happen to be an environment variable's value.
+_MIN_SECRET_LEN = 6
+_PATTERNS = (
+    # Authorization: Bearer xxx / Basic xxx (headers echoed in error messages)
+    (
+        re.compile(r"(?i)\b(authorization\b[\"']?\s*[:=]\s*[\"']?)(bearer|basic)?\s*[^\s\"',}]+"),
+        rf"\1\2 {MASK}",
+    ),
+    (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"), f"Bearer {MASK}"),
+    # OpenAI-style and similar provider keys
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), MASK),
+    # AWS access key ids
+    (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), MASK),
+    # credentials in a URL: scheme://user:password@host
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@", re.IGNORECASE), rf"\1{MASK}@"),
+    # key=value pairs in query strings, spec options, command lines
+    (
+        re.compile(
+            r"(?i)\b((?:api[_-]?key|apikey|access[_-]?token|token|secret|password|"
+            r"aws_secret_access_key|aws_session_token)=)[^&\s\"']+"
+        ),
+        rf"\1{MASK}",
+    ),
+)
+
+
+def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Values worth masking wherever they appear: secret-named environment variables and the
+    AWS credentials of the active profile (read without any network call)."""
+    env = os.environ if environ is None else environ
+    values = {v for k, v in env.items() if _is_secret_name(k) and len(v) >= _MIN_SECRET_LEN}
+    values |= _aws_profile_secrets(env)
+    # Longest first, so a value containing another is masked whole.
+    return sorted(values, key=len, reverse=True)
+
+
+def _aws_profile_secrets(env: Mapping[str, str]) -> set[str]:
+    # The shared credentials file only: botocore's full chain would ask the instance metadata
+    # service over the network.
+    path = env.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.expanduser("~/.aws/credentials")
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (OSError, configparser.Error, UnicodeDecodeError):
+        return set()
+    found: set[str] = set()
+    for section in parser.sections():
+        for key, value in parser.items(section):
+            secret = _SECRET_NAME.search(key) or key == "aws_access_key_id"
+            if secret and len(value) >= _MIN_SECRET_LEN:
+                found.add(value)
+    return found
+
+
+def redact(document: Any, secrets: Iterable[str] | None = None) -> Any:
+    """A copy of ``document`` (JSON-like: dicts, lists, strings, numbers) with secrets masked."""
+    values = list(secret_values() if secrets is None else secrets)
+    return _walk(document, values)
+
+
+def _walk(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        return _scrub(value, secrets)
+    if isinstance(value, Mapping):
+        return {
+            key: MASK
+            if _is_secret_name(key) and value[key] not in (None, "")
+            else _walk(value[key], secrets)
+            for key in value
+        }
+    if isinstance(value, (list, tuple)):
+        return [_walk(item, secrets) for item in value]
+    return value
+
+
+def _is_secret_name(key: object) -> bool:
+    # "api_key_env" names the variable that holds a key, which is worth keeping.
+    return isinstance(key, str) and bool(_SECRET_NAME.search(key)) and not key.endswith("_env")
+
+
+def _scrub(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
