@@ -8,7 +8,7 @@ report is drawn, so runs that write no HTML do not pay for it.
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["new_figure", "to_svg"]
 
 # A fixed salt keeps element ids stable between runs; text stays text (searchable, smaller).
-_RC = {"svg.hashsalt": "pytest-llmperf", "svg.fonttype": "none", "font.size": 9}
+_RC: dict[str, Any] = {"svg.hashsalt": "pytest-llmperf", "svg.fonttype": "none", "font.size": 9}
 
 
 def new_figure(width_in: float = 6.4, height_in: float = 3.2) -> Figure:
