@@ -8,15 +8,13 @@ report is drawn, so runs that write no HTML do not pay for it.
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["new_figure", "to_svg"]
 
-# A fixed salt keeps element ids stable between runs; text stays text (searchable, smaller).
-_RC: dict[str, Any] = {"svg.hashsalt": "pytest-llmperf", "svg.fonttype": "none", "font.size": 9}
 
 
 def new_figure(width_in: float = 6.4, height_in: float = 3.2) -> Figure:
@@ -30,7 +28,9 @@ def to_svg(figure: Figure, *, title: str) -> str:
     import matplotlib
 
     buffer = io.StringIO()
-    with matplotlib.rc_context(_RC):
+    # A fixed salt keeps element ids stable between runs; text stays text (searchable, smaller).
+    rc = {"svg.hashsalt": "pytest-llmperf", "svg.fonttype": "none"}
+    with matplotlib.rc_context(rc):
         figure.savefig(buffer, format="svg", metadata={"Date": None, "Title": title})
     text = buffer.getvalue()
     return text[text.index("<svg") :]
