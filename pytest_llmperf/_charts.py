@@ -29,8 +29,7 @@ def to_svg(figure: Figure, *, title: str) -> str:
 
     buffer = io.StringIO()
     # A fixed salt keeps element ids stable between runs; text stays text (searchable, smaller).
-    rc = {"svg.hashsalt": "pytest-llmperf", "svg.fonttype": "none"}
-    with matplotlib.rc_context(rc):
+    with matplotlib.rc_context({"svg.hashsalt": "pytest-llmperf", "svg.fonttype": "none"}):
         figure.savefig(buffer, format="svg", metadata={"Date": None, "Title": title})
     text = buffer.getvalue()
     return text[text.index("<svg") :]
