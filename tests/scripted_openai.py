@@ -109,7 +109,9 @@ class ScriptedServer:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                server.requests.append({"path": self.path, "body": body})
+                server.requests.append(
+                    {"path": self.path, "body": body, "client_port": self.client_address[1]}
+                )
                 reply = server._next()
                 if reply.status != 200:
                     message = {"error": {"message": f"scripted {reply.status}", "type": "x"}}

@@ -214,3 +214,17 @@ def test_max_error_rate_is_validated(pytester):
     result = pytester.runpytest("--llm-max-error-rate=1.5")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--llm-max-error-rate: invalid value '1.5'" in result.stderr.str()
+
+
+def test_requests_reuse_one_connection_so_ttft_holds_no_handshake(server):
+    # Stopping at [DONE] without reading the body's end would close the connection, and every
+    # later TTFT would include a new TCP (and, for real APIs, TLS) handshake.
+    server.script = [Reply(tokens=3, usage=True)]
+    b = backend(server.url)
+    for _ in range(5):
+        generation = measure(b.stream(Request("hi", max_tokens=3)))
+        assert generation.output_tokens == 3
+    b.close()
+    ports = {r["client_port"] for r in server.requests}
+    assert len(server.requests) == 5
+    assert len(ports) == 1, f"one keep-alive connection expected, saw client ports {ports}"
