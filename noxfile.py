@@ -4,7 +4,9 @@ pip keeps the llama-cpp-python wheel it compiles (10-16 minutes on 2 cores) in i
 only the first session on a machine pays for the build.
 """
 
+import os
 import platform
+import shutil
 
 import nox
 
@@ -30,10 +32,27 @@ BUILD_ENV = (
 TEST_TORCH = "torch==2.13.0"
 
 
+def _ensure_chromium(session: nox.Session) -> None:
+    """The HTML report tests open pages in headless Chromium. Install Debian's package where
+    we can (root with apt); elsewhere those tests skip and say why."""
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    if not shutil.which("apt-get") or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        session.warn("chromium not found and not installable here: browser tests will skip")
+        return
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-qq", external=True, env=env)
+    session.run(
+        "apt-get", "install", "-y", "-qq", "chromium",
+        external=True, env=env,
+    )  # fmt: skip
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The plugin's own tests, against real llama.cpp, transformers, an OpenAI-compatible
-    server and a Bedrock wire-format server on loopback."""
+    server and a Bedrock wire-format server on loopback, and reports in headless Chromium."""
+    _ensure_chromium(session)
     session.install(TEST_TORCH)
     session.install(".[test]", env=BUILD_ENV)
     session.run("pytest", *(session.posargs or ["tests"]))
