@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 __all__ = ["new_figure", "to_svg"]
 
 
-
 def new_figure(width_in: float = 6.4, height_in: float = 3.2) -> Figure:
     from matplotlib.figure import Figure
 

@@ -10,12 +10,15 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .bench import METRICS
 from .gate import DIRECTIONS, parse_tolerances
+
+if TYPE_CHECKING:
+    from ._suite_serving import LoadSpec
 
 __all__ = [
     "BUDGET_STATISTICS",
@@ -95,6 +98,8 @@ class Case:
     tolerance: dict[str, float] | None = None
     backends: tuple[str, ...] | None = None
     description: str | None = None
+    #: ``llm_load``'s arguments: the case runs it instead of ``llm_bench``.
+    load: LoadSpec | None = None
 
 
 class _Map(dict[str, Any]):
@@ -298,6 +303,12 @@ def _tolerance(value: Any, line: int) -> dict[str, float]:
         raise SuiteError(line, f"tolerance: {exc}") from None
 
 
+def _load(value: Any, line: int) -> LoadSpec:
+    from ._suite_serving import parse_load  # it builds on this module's parsers
+
+    return parse_load(value, line)
+
+
 _FIELDS: dict[str, Callable[[Any, int], Any]] = {
     "id": _str,
     "description": _str,
@@ -316,12 +327,13 @@ _FIELDS: dict[str, Callable[[Any, int], Any]] = {
     "min_quality": _number(0, 100),
     "tolerance": _tolerance,
     "backends": _strings,
+    "load": _load,
 }
 CASE_KEYS = tuple(_FIELDS)
 #: Keys a file's ``defaults`` may set: everything but what identifies a case.
 DEFAULT_KEYS = tuple(k for k in CASE_KEYS if k not in ("id", "description", "prompt", "messages"))
 #: Mappings that defaults merge into key by key, instead of being replaced.
-_MERGED = ("options", "expect", "budgets")
+_MERGED = ("options", "expect", "budgets", "load")
 
 
 def load_suite(path: Path) -> list[Case]:
@@ -382,6 +394,10 @@ def _case(raw: _Map, defaults: _Map, number: int) -> Case:
         if isinstance(defaults.get(key), _Map) and isinstance(raw.get(key), _Map):
             merged[key] = _merge(defaults[key], raw[key])
     fields = _parse_fields(merged, what)
+    if "load" in fields:
+        from ._suite_serving import load_case_fields
+
+        fields = load_case_fields(raw, fields, what)
     if not _ID.fullmatch(fields["id"]):
         raise SuiteError(
             _line(raw, "id"), f"{what}id may hold letters, digits, '_', '.' and '-' only"

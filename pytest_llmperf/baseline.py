@@ -34,6 +34,7 @@ from typing import Any
 
 from .errors import BaselineError
 from .harness import SCALAR_METRICS
+from .redact import redact
 from .results import write_json_atomic
 
 __all__ = [
@@ -50,8 +51,11 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 #: Samples a baseline keeps: the timing metrics and output length (not machine bookkeeping).
-STORED_METRICS = tuple(
-    m for m in SCALAR_METRICS if m not in ("prompt_tokens", "cpu_s", "peak_rss_mb")
+STORED_METRICS = (
+    *(m for m in SCALAR_METRICS if m not in ("prompt_tokens", "cpu_s", "peak_rss_mb")),
+    # llm_load's per-window throughputs (absent from llm_bench results).
+    "throughput_rps",
+    "output_tps",
 )
 
 
@@ -269,5 +273,7 @@ def save_baseline(
     }
     if quality_section is not None:
         doc["quality"] = quality_section
-    write_json_atomic(path, doc)
+    # Baselines are committed to repositories: no key may ride along in a spec's URL, a test id
+    # or a judged answer.
+    write_json_atomic(path, redact(doc))
     return notes

@@ -17,6 +17,7 @@ from .bench import BenchResult, RequestErrors, Workload
 from .gate import MetricVerdict, Verdict, drift_allowance, gated_metrics, judge_metric, worst
 from .harness import Generation, LLMHandle, metric_values
 from .prices import Price
+from .progress import Progress, Ticker
 
 __all__ = ["GatePolicy", "Reference", "gate_message", "outcome", "run_benchmark", "sequential"]
 
@@ -51,6 +52,7 @@ class _Sides:
     errors: RequestErrors
     other: LLMHandle | None
     other_errors: RequestErrors
+    tick: Ticker
 
 
 def _interleaved(
@@ -61,6 +63,7 @@ def _interleaved(
     theirs: list[Generation] = []
     other = sides.other
     for i in range(start, start + count):
+        sides.tick.sample(i + 1, start + count)
         if other is not None and i % 2 == 1:
             theirs.append(workload.run(other, sides.other_errors))
         mine.append(workload.run(sides.handle, sides.errors))
@@ -153,7 +156,7 @@ def outcome(
     samples: int,
 ) -> dict[str, Any]:
     verdict = worst([v.verdict for v in verdicts]) if verdicts else Verdict.INCONCLUSIVE
-    return {
+    gate: dict[str, Any] = {
         "verdict": verdict,
         "mode": reference.mode,
         "against": reference.label,
@@ -172,6 +175,12 @@ def outcome(
         "warnings": list(reference.warnings),
         "confirmation": None,
     }
+    if reference.stored is not None:
+        # What the metrics were compared with (the same first samples of each stored run), so
+        # reports can plot both distributions; relative mode has reference_generations instead.
+        metrics = sorted({m for run in reference.stored.runs for m in run["samples"]})
+        gate["baseline_samples"] = {m: reference.stored.pooled(m, first=samples) for m in metrics}
+    return gate
 
 
 def run_benchmark(
@@ -186,11 +195,16 @@ def run_benchmark(
     policy: GatePolicy,
     max_error_rate: float,
     price: Price | None = None,
+    progress: Progress | None = None,
 ) -> BenchResult:
     """Warm up, sample (in looks when comparing) and attach the gate's outcome."""
     other = reference.handle if reference is not None else None
-    sides = _Sides(handle, RequestErrors(max_error_rate), other, RequestErrors(max_error_rate))
-    for _ in range(warmup):
+    tick = Ticker(progress, nodeid, name, looks[-1])
+    sides = _Sides(
+        handle, RequestErrors(max_error_rate), other, RequestErrors(max_error_rate), tick
+    )
+    for n in range(warmup):
+        tick.warmup(n + 1, warmup)
         workload.run(handle, sides.errors)
         if other is not None:
             workload.run(other, sides.other_errors)
@@ -216,6 +230,7 @@ def run_benchmark(
         if gate["verdict"] == Verdict.REGRESSION and policy.confirm:
             # A false alarm repeats with probability ~alpha, so a confirmed one is trustworthy.
             first = gate
+            tick.rerun()
             mine, theirs, verdicts = sequential(reference, looks, policy, extend)
             gate = outcome(reference, verdicts, looks, policy, len(mine))
             gate["confirmation"] = {"first_verdict": first["verdict"], "first": first["metrics"]}

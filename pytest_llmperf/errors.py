@@ -10,6 +10,8 @@
     │                            timeout, connection lost, stream cut mid-way; ``.kind`` says
     │                            which. Counted as an error, never as a latency sample.
     ├── BaselineError            a stored baseline file is unreadable, corrupt or too new
+    ├── ResultsFileError         a results or history file is missing, unreadable, corrupt or of
+    │                            another schema version (the ``llmperf`` command's inputs)
     └── JudgeError               the LLM judge gave no valid verdict (``.raw``: its answers) or
                                  its request failed; the test errors, never gets a made-up score
 
@@ -35,13 +37,23 @@ __all__ = [
     "LLMPerfError",
     "LLMPerfWarning",
     "ModelLoadError",
+    "ResultsFileError",
     "SpecError",
     "TransientError",
 ]
 
 
 class LLMPerfError(Exception):
-    """Base class of all pytest-llmperf errors."""
+    """Base class of all pytest-llmperf errors.
+
+    Its text is redacted (see :mod:`.redact`): messages quote servers, and a server may echo
+    an ``Authorization`` header or a signed request back. pytest prints ``str(exc)``.
+    """
+
+    def __str__(self) -> str:
+        from .redact import redact_text
+
+        return redact_text(super().__str__())
 
 
 class SpecError(LLMPerfError, ValueError):
@@ -86,6 +98,11 @@ TRANSIENT_KINDS = ("rate_limit", "server_error", "timeout", "connection", "strea
 
 class BaselineError(LLMPerfError):
     """A baseline file is unreadable, corrupt or from a newer plugin."""
+
+
+class ResultsFileError(LLMPerfError):
+    """A results document (``--llm-json``, ``--llm-history``, ``llmperf merge``) cannot be used;
+    the message names the file and what is wrong with it."""
 
 
 class JudgeError(LLMPerfError):

@@ -127,7 +127,7 @@ def _write_outputs(run: LLMPerfSession, session: pytest.Session) -> None:
     if s.history_dir is not None:
         try:
             run.written.append(append_run(s.history_dir, document))
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NaN, which JSON cannot hold
             run.errors.append(f"could not add this run to the history in {s.history_dir}: {exc}")
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 

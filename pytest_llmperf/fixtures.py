@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ._load_call import Load
 from .backends import Prompt
 from .baseline import bench_id
 from .bench import BenchResult, Workload
@@ -14,12 +15,13 @@ from .compare import GatePolicy, gate_message, run_benchmark
 from .errors import LLMPerfWarning
 from .gate import Verdict, parse_tolerances
 from .harness import LLMHandle
+from .load import LoadResult
 from .session import get_session
 
-__all__ = ["RESULTS_KEY", "Bench", "llm_backend", "llm_bench"]
+__all__ = ["RESULTS_KEY", "Bench", "llm_backend", "llm_bench", "llm_load"]
 
 #: Results of the ``llm_bench`` calls made by one test item, read when its report is made.
-RESULTS_KEY = pytest.StashKey[list[BenchResult]]()
+RESULTS_KEY = pytest.StashKey[list[BenchResult | LoadResult]]()
 
 _PERF_MARKER_KEYS = {"runs", "warmup", "max_tokens", "tolerance"}
 DEFAULT_MAX_TOKENS = 64
@@ -115,6 +117,7 @@ class Bench:
             policy=policy,
             max_error_rate=settings.max_error_rate,
             price=settings.prices.lookup(self.handle.backend.spec),
+            progress=self._session.progress,
         )
         self._item.stash.setdefault(RESULTS_KEY, []).append(result)
         gate = result.gate
@@ -151,3 +154,15 @@ def llm_backend(request: pytest.FixtureRequest) -> LLMHandle:
 def llm_bench(request: pytest.FixtureRequest, llm_backend: LLMHandle) -> Bench:
     """Benchmark a prompt on ``llm_backend``: warm-up, timed runs, per-metric summaries."""
     return Bench(llm_backend, request.node)
+
+
+@pytest.fixture
+def llm_load(request: pytest.FixtureRequest, llm_backend: LLMHandle) -> Load:
+    """Serving load on ``llm_backend`` (openai, bedrock): closed loop at a concurrency or open
+    loop at a Poisson rate, a sweep over several; one gated result per point (see ``load``)."""
+    item = request.node
+
+    def record(result: LoadResult) -> None:
+        item.stash.setdefault(RESULTS_KEY, []).append(result)
+
+    return Load(llm_backend, item, record)

@@ -58,6 +58,10 @@ DIRECTIONS: Mapping[str, bool] = {
     "sec_per_token": False,
     "decode_tps": True,
     "prefill_tps": True,
+    # llm_load only (see load.py): throughput per time window, and TTFT's 95th percentile.
+    "throughput_rps": True,
+    "output_tps": True,
+    "ttft_p95_s": False,
 }
 #: TTFT gets a wider default tolerance: it is the noisier metric (prefill, scheduling).
 DEFAULT_TOLERANCES: Mapping[str, float] = {
@@ -67,6 +71,10 @@ DEFAULT_TOLERANCES: Mapping[str, float] = {
     "sec_per_token": 0.05,
     "decode_tps": 0.05,
     "prefill_tps": 0.10,
+    # Windows of a load run and a tail percentile are noisier than per-request medians.
+    "throughput_rps": 0.10,
+    "output_tps": 0.10,
+    "ttft_p95_s": 0.25,
 }
 #: With fewer than 3 stored runs the between-run drift cannot be estimated; separate runs on
 #: shared 2-core machines were seen to drift up to 33% (max/min of run medians), so assume 30%.

@@ -1,12 +1,290 @@
-"""PLACEHOLDER (being written this session)."""
+"""The run history (``--llm-history=DIR``): one results document per run, never rewritten.
+
+Writing: each run gets a new file named ``<created UTC>_<commit>_<random>.json``. The document
+is written and fsynced under a hidden temporary name first, then hard-linked to its final name,
+which fails if that name exists (a link never replaces a file). So a reader sees either no file
+or the whole one, and two runs that finish at once never clobber each other: a name collision
+just draws another random suffix. On file systems without hard links the final name is claimed
+with ``O_CREAT | O_EXCL`` and the full file renamed over that empty claim; readers then report an
+empty file as one still being written.
+
+Reading: :func:`read_document` checks one file and raises :class:`ResultsFileError` with a
+one-line reason; :func:`load_history` reads a directory and returns the readable runs, oldest
+first, and one line per file it skipped (corrupt, truncated, another schema): skipped files are
+never silently included and never crash the reader.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["append_run"]
+from .errors import ResultsFileError
+from .results import SCHEMA_VERSION
+
+__all__ = [
+    "History",
+    "HistoryRun",
+    "append_run",
+    "check_document",
+    "load_history",
+    "read_document",
+    "read_json",
+    "run_commits",
+]
+
+_ATTEMPTS = 20
+_COMMIT = re.compile(r"[0-9a-f]{7,40}")
 
 
 def append_run(directory: Path, document: dict[str, Any]) -> Path:
-    raise NotImplementedError("history is being written")
+    """Add ``document`` to the history in ``directory`` as a new file and return its path."""
+    # Serialise first: a NaN or an unserialisable value fails before anything touches the disk.
+    text = json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".llmperf-", suffix=".tmp", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the history from a CI's other users
+        stem = _stem(document)
+        for _ in range(_ATTEMPTS):
+            path = directory / f"{stem}_{secrets.token_hex(4)}.json"
+            try:
+                _publish(tmp, path)
+            except FileExistsError:
+                continue
+            _fsync_directory(directory)
+            return path
+        raise FileExistsError(f"{_ATTEMPTS} names starting {stem}_ in {directory} were all taken")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _stem(document: dict[str, Any]) -> str:
+    created = _created(document) or datetime.now(timezone.utc)
+    commits = run_commits(document)
+    commit = commits[0][:12] if len(commits) == 1 else ("mixed" if commits else "nocommit")
+    return f"{created.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}_{commit}"
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Give the complete file ``tmp`` the name ``path`` unless ``path`` exists."""
+    try:
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        raise
+    except (NotImplementedError, PermissionError, OSError):
+        pass  # no hard links here (some network and FAT file systems): claim the name instead
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    os.replace(tmp, path)
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # Windows cannot open directories; its rename is durable enough
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value in ``path``; :class:`ResultsFileError` naming the file if there is none."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ResultsFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ResultsFileError(f"{path} is a directory, not a results file") from None
+    except OSError as exc:
+        raise ResultsFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not raw.strip():
+        raise ResultsFileError(
+            f"{path} is empty (a run still writing it, or a write that was cut short)"
+        )
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ResultsFileError(f"{path} is not UTF-8 text, so not a results file") from None
+    except json.JSONDecodeError as exc:
+        raise ResultsFileError(
+            f"{path} is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); "
+            "truncated or corrupt"
+        ) from None
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    """The results document in ``path``, checked; :class:`ResultsFileError` if it is unusable."""
+    document = read_json(path)
+    problem = check_document(document)
+    if problem:
+        raise ResultsFileError(f"{path}: {problem}")
+    assert isinstance(document, dict)
+    return document
+
+
+def check_document(document: Any) -> str | None:
+    """What makes ``document`` unusable as a results document, or ``None`` if it is fine."""
+    if not isinstance(document, dict):
+        return f"not a pytest-llmperf results document (a JSON {type(document).__name__})"
+    if "schema_version" not in document:
+        hint = ""
+        if "benchmarks" in document:
+            hint = " (a baseline file or pytest-benchmark JSON? use the --llm-json output)"
+        return f"not a pytest-llmperf results document: no schema_version{hint}"
+    version = document["schema_version"]
+    if not isinstance(version, int) or isinstance(version, bool):
+        return f"schema_version {version!r} is not an integer"
+    if version > SCHEMA_VERSION:
+        return (
+            f"schema_version {version} is newer than this pytest-llmperf understands "
+            f"({SCHEMA_VERSION}); upgrade pytest-llmperf"
+        )
+    if version != SCHEMA_VERSION:
+        return f"schema_version {version} is not supported (expected {SCHEMA_VERSION})"
+    if _created(document) is None:
+        return f"'created' is not an ISO-8601 time: {document.get('created')!r}"
+    for key in ("results", "backends", "quality", "quality_gate"):
+        items = document.get(key, [])
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            return f"'{key}' is not a list of objects"
+    for index, result in enumerate(document.get("results", [])):
+        problem = _check_result(result)
+        if problem:
+            return f"results[{index}] {problem}"
+    for key in ("environment", "settings"):
+        if not isinstance(document.get(key, {}), dict):
+            return f"'{key}' is not an object"
+    if "sources" in document:  # written by llmperf merge
+        sources = document["sources"]
+        if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
+            return "'sources' is not a list of objects"
+        for key in ("results", "backends", "quality", "quality_gate"):
+            for index, item in enumerate(document.get(key, [])):
+                source = item.get("source")
+                if not (isinstance(source, int) and 0 <= source < len(sources)):
+                    return f"{key}[{index}] has no valid 'source' index ({source!r})"
+    return None
+
+
+def _check_result(result: dict[str, Any]) -> str | None:
+    for key in ("nodeid", "backend_id"):
+        if not isinstance(result.get(key), str):
+            return f"has no {key} string"
+    if not isinstance(result.get("name", ""), str):
+        return "has a name that is not a string"
+    for key in ("stats", "samples"):
+        table = result.get(key, {})
+        if not isinstance(table, dict) or not all(
+            isinstance(v, dict | list) for v in table.values()
+        ):
+            return f"has a malformed '{key}'"
+    gate = result.get("gate")
+    if gate is not None and not (
+        isinstance(gate, dict)
+        and isinstance(gate.get("verdict"), str)
+        and isinstance(gate.get("metrics", []), list)
+        and all(isinstance(m, dict) for m in gate.get("metrics", []))
+    ):
+        return "has a malformed 'gate'"
+    return None
+
+
+def _created(document: dict[str, Any]) -> datetime | None:
+    text = document.get("created")
+    if not isinstance(text, str):
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def run_commits(document: dict[str, Any]) -> list[str]:
+    """The git commit(s) a run measured (pytest-benchmark's ``commit_info``), in order.
+
+    A merged document lists each source's; runs outside a git checkout have none.
+    """
+    environments = [s.get("environment") for s in document.get("sources") or []]
+    if not environments:
+        environments = [document.get("environment")]
+    found: list[str] = []
+    for env in environments:
+        info = env.get("commit_info") if isinstance(env, dict) else None
+        commit = str(info.get("id") or "") if isinstance(info, dict) else ""
+        if _COMMIT.fullmatch(commit) and commit not in found:
+            found.append(commit)
+    return found
+
+
+@dataclass(frozen=True)
+class HistoryRun:
+    """One readable run of the history."""
+
+    path: Path
+    document: dict[str, Any]
+    created: datetime
+    commits: tuple[str, ...]
+
+    @property
+    def commit(self) -> str:
+        """Short commit for display: ``abc1234def``, ``abc1234+def5678`` or ``-``."""
+        return "+".join(c[:10] for c in self.commits) or "-"
+
+
+@dataclass
+class History:
+    runs: list[HistoryRun] = field(default_factory=list)
+    #: One line per file that was skipped, naming it and why.
+    problems: list[str] = field(default_factory=list)
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def load_history(directory: Path) -> History:
+    """Every ``*.json`` in ``directory``, oldest first; unusable files go to ``problems``.
+
+    Raises :class:`ResultsFileError` if ``directory`` is missing or not a directory.
+    """
+    if not directory.exists():
+        raise ResultsFileError(f"history directory {directory} does not exist")
+    if not directory.is_dir():
+        raise ResultsFileError(f"{directory} is not a directory (expected an --llm-history DIR)")
+    history = History()
+    order: dict[Path, tuple[datetime, int, str]] = {}
+    # Hidden names are temporary files of runs still writing (see append_run).
+    for path in sorted(p for p in directory.glob("*.json") if not p.name.startswith(".")):
+        try:
+            document = read_document(path)
+        except ResultsFileError as exc:
+            history.problems.append(f"skipped {exc}")
+            continue
+        created = _created(document)
+        assert created is not None  # checked by read_document
+        history.runs.append(HistoryRun(path, document, created, tuple(run_commits(document))))
+        # "created" has whole seconds: runs within one second go by when their file was written.
+        order[path] = (created, _mtime_ns(path), path.name)
+    history.runs.sort(key=lambda run: order[run.path])
+    return history

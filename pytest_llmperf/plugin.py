@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 
-from . import backends, fixtures, hookspecs, quality, suite
+from . import _xdist, backends, fixtures, hookspecs, quality, suite
+from ._load_call import declared_load_skip, planned_load_comparisons
 from .backends import BackendRegistry
 from .environment import KNOWN_APIS, api_credentials, cuda_device_count
 from .errors import LLMPerfError
 from .finish import finish_run
+from .progress import Progress
 from .session import SESSION_KEY, LLMPerfSession, get_session
 from .settings import Settings, add_options
 from .terminal import write_summary
@@ -67,6 +69,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(fixtures, "llmperf-fixtures")
     config.pluginmanager.register(quality, "llmperf-quality")
     config.pluginmanager.register(_RunHooks(config), "llmperf-run-hooks")
+    session.progress = Progress(config, session.settings.progress, worker=session.is_worker)
+    config.pluginmanager.register(session.progress, "llmperf-progress")
+    _xdist.check_device_groups(config, session.settings.device_groups)
     suite.use_packaged_suites(config, session.settings.suites)
 
 
@@ -103,13 +108,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("llm_backend", params, indirect=True, scope="session")
 
 
+@pytest.hookimpl(tryfirst=True)  # xdist's worker reads xdist_group marks in this hook too
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if get_session(config).settings.device_groups:
+        _xdist.add_device_groups(config, items)
     # Skips are added as marks (not raised from a hook) so reports point at the test itself.
     api_reasons: dict[str, str | None] = {}
     for item in items:
         if item.get_closest_marker("gpu") and cuda_device_count() == 0:
             reason = "needs a CUDA GPU (@pytest.mark.gpu); none is visible to this process"
             item.add_marker(pytest.mark.skip(reason=reason))
+        if (unserved := declared_load_skip(item)) is not None:  # before its backend loads
+            item.add_marker(pytest.mark.skip(reason=unserved))
         for marker in item.iter_markers("api"):
             for api in marker.args:
                 if api not in api_reasons:
@@ -134,7 +144,10 @@ def pytest_runtest_makereport(
     results = item.stash.get(fixtures.RESULTS_KEY, None)
     if report.when == "call" and results:
         # A JSON-safe attribute: it crosses from xdist workers to the controller intact.
-        report.llmperf = [r.to_json() for r in results]  # type: ignore[attr-defined]
+        worker = get_session(item.config).worker_id
+        report.llmperf = [  # type: ignore[attr-defined]
+            {**r.to_json(), "worker": worker} for r in results
+        ]
     quality.annotate_report(item, call, report)
     return report
 
@@ -175,10 +188,20 @@ class _RunHooks:
         session.load_errors.update(errors)
 
 
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own choice
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    s = get_session(config).settings
+    return _xdist.make_scheduler(config, log, s.device_groups, s.specs)
+
+
+@pytest.hookimpl(trylast=True)  # after xdist's worker has sent the ids it schedules by
 def pytest_collection_finish(session: pytest.Session) -> None:
-    # Each benchmark gates two metrics; the in-test threshold divides alpha by all of them.
+    _xdist.restore_nodeids(session.config, session.items)
+    # Each benchmark gates two metrics, each load sweep point three; the in-test threshold
+    # divides alpha by all of them.
     benches = sum(1 for item in session.items if "llm_bench" in getattr(item, "fixturenames", ()))
-    get_session(session.config).planned_comparisons = 2 * benches
+    loads = sum(planned_load_comparisons(item) for item in session.items)
+    get_session(session.config).planned_comparisons = 2 * benches + loads
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -21,15 +21,18 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["MASK", "redact", "secret_values"]
+__all__ = ["MASK", "redact", "redact_text", "secret_values"]
 
 MASK = "***"
 
 _SECRET_NAME = re.compile(
     r"(api[_-]?key|apikey|authorization|auth[_-]?token|access[_-]?token|secret|password|passwd|"
-    r"session[_-]?token|credential|private[_-]?key|^token$|_token$)",
+    # "(?<!_per)": sec_per_token is a metric, not a secret.
+    r"session[_-]?token|credential|private[_-]?key|^token$|(?<!_per)_token$)",
     re.IGNORECASE,
 )
+#: Variables whose names do not say "secret" but whose values are credentials all the same.
+_SECRET_VARIABLES = frozenset({"AWS_ACCESS_KEY_ID"})
 # Long enough not to mask everyday words that happen to be an environment variable's value.
 _MIN_SECRET_LEN = 6
 _PATTERNS = (
@@ -60,7 +63,11 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     """Values worth masking wherever they appear: secret-named environment variables and the
     AWS credentials of the active profile (read without any network call)."""
     env = os.environ if environ is None else environ
-    values = {v for k, v in env.items() if _is_secret_name(k) and len(v) >= _MIN_SECRET_LEN}
+    values = {
+        v
+        for k, v in env.items()
+        if (_is_secret_name(k) or k.upper() in _SECRET_VARIABLES) and len(v) >= _MIN_SECRET_LEN
+    }
     values |= _aws_profile_secrets(env)
     # Longest first, so a value containing another is masked whole.
     return sorted(values, key=len, reverse=True)
@@ -90,12 +97,18 @@ def redact(document: Any, secrets: Iterable[str] | None = None) -> Any:
     return _walk(document, values)
 
 
+def redact_text(text: str) -> str:
+    """``text`` with secrets masked (for error messages shown on the terminal)."""
+    return _scrub(text, secret_values())
+
+
 def _walk(value: Any, secrets: list[str]) -> Any:
     if isinstance(value, str):
         return _scrub(value, secrets)
     if isinstance(value, Mapping):
+        # Keys too: baselines are keyed by test id, and a test id can hold a spec's URL.
         return {
-            key: MASK
+            (_scrub(key, secrets) if isinstance(key, str) else key): MASK
             if _is_secret_name(key) and value[key] not in (None, "")
             else _walk(value[key], secrets)
             for key in value

@@ -14,6 +14,7 @@ Schema (``schema_version`` 1)::
                    key{strict{}, soft{}}}],
      "backend_errors": {spec: message},
      "results": [{name, nodeid, backend, backend_id, params{}, runs, warmup,
+                  worker (the xdist worker that ran it, e.g. "gw0"; "main" without xdist),
                   stats{metric: {n, median, mean, stdev, min, max, p90, p95, p99}},
                   missing{metric: n}, samples{metric: [...]}, generations[{...}],
                   reference_generations[{...}] (relative mode),
@@ -23,7 +24,9 @@ Schema (``schema_version`` 1)::
                                 ci_high, p_slowdown, p_improvement, p_no_slowdown,
                                 tolerance, effective_tolerance, n_current, n_baseline,
                                 runs_to_settle, note}], warnings[], confirmation,
-                                reason (REFUSED)}}],
+                                reason (REFUSED),
+                                baseline_samples{metric: [...]} (stored mode: the pooled
+                                stored samples the metrics were compared with)}}],
      "quality": [{nodeid, backend (spec, null without llm_backend), backend_id, score (0-100,
                   mean over repeats), scores[], ratings[] (1-10), spread{sd, min, max},
                   reason, judge, prompt_version, cached, min_score (null without the marker),

@@ -31,6 +31,7 @@ from .errors import BackendUnavailable, LLMPerfError, SpecError
 from .harness import LLMHandle
 from .models import file_sha256
 from .options import resolve_options
+from .progress import Progress
 from .settings import Settings
 from .spec import LLMSpec
 
@@ -77,6 +78,8 @@ class LLMPerfSession:
     errors: list[str] = field(default_factory=list)
     #: Output files this run wrote (JSON, HTML, Markdown, history entry ...).
     written: list[Path] = field(default_factory=list)
+    #: The sample-by-sample status display (see :mod:`.progress`), set up by plugin.py.
+    progress: Progress | None = None
     _reported: set[int] = field(default_factory=set)
 
     @property

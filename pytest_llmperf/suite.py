@@ -3,6 +3,7 @@
 Each case becomes an ordinary ``pytest.Function`` whose body calls ``llm_bench`` exactly as a
 Python test would, so sampling, baselines, the regression gate, reports and the JSON file are the
 same for both; the checks a case declares (``expect``, ``budgets``, ``min_quality``) run after it.
+A case with a ``load`` section calls ``llm_load`` instead (see :mod:`._suite_serving`).
 The suite file is presented to pytest as a module holding one function per case: pytest's own
 machinery then parametrizes ``llm_backend`` over every ``--llm``, as it does for Python tests.
 """
@@ -22,10 +23,12 @@ from ._suite_load import Budget, Case, Expect, SuiteError, load_suite
 from .errors import LLMPerfError
 
 if TYPE_CHECKING:
+    from ._load_call import Load
     from .bench import BenchResult
     from .fixtures import Bench
 
 __all__ = [
+    "LOAD_POINTS_ATTR",
     "SUFFIXES",
     "SuiteFile",
     "budget_failures",
@@ -41,6 +44,8 @@ __all__ = [
 SUFFIXES = (".llmsuite.yaml", ".llmsuite.yml")
 _PACKAGED_DIR = Path(__file__).with_name("suites")
 _CASE_ATTR = "_llmperf_case"
+#: On a load case's function: its sweep points, known at collection (see ``_load_call``).
+LOAD_POINTS_ATTR = "_llmperf_load_points"
 _EXCERPT = 160
 
 
@@ -118,9 +123,24 @@ class SuiteFile(pytest.Module):
         return False
 
 
-def _case_function(case: Case, module: str, path: Path) -> Callable[..., None]:
+def _bench_body(case: Case) -> Callable[..., None]:
     def case_function(llm_bench: Bench, request: pytest.FixtureRequest) -> None:
         run_case(case, llm_bench, request)
+
+    return case_function
+
+
+def _load_body(case: Case) -> Callable[..., None]:
+    def case_function(llm_load: Load) -> None:
+        run_load_case(case, llm_load)
+
+    assert case.load is not None
+    setattr(case_function, LOAD_POINTS_ATTR, case.load.points)
+    return case_function
+
+
+def _case_function(case: Case, module: str, path: Path) -> Callable[..., None]:
+    case_function = _bench_body(case) if case.load is None else _load_body(case)
 
     # pytest takes an item's location (-v lines, failure headers, tracebacks) from its
     # function's code: point it at the case in the YAML file rather than at this module.
@@ -139,6 +159,19 @@ def _case_function(case: Case, module: str, path: Path) -> Callable[..., None]:
     case_function.pytestmark = marks  # type: ignore[attr-defined]
     setattr(case_function, _CASE_ATTR, case)
     return case_function
+
+
+def run_load_case(case: Case, load: Load) -> None:
+    """What a load case's test does: one ``llm_load`` call, as a Python test would write it."""
+    spec = case.load
+    assert spec is not None
+    kwargs = spec.arguments()
+    max_tokens = spec.max_tokens if spec.max_tokens is not None else case.max_tokens
+    if max_tokens is not None:  # else llm_load's own default, as in Python
+        kwargs["max_tokens"] = max_tokens
+    load(
+        list(spec.prompts) or [case.prompt], temperature=case.temperature, **kwargs, **case.options
+    )
 
 
 def run_case(case: Case, bench: Bench, request: pytest.FixtureRequest) -> None:

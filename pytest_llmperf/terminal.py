@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._load_table import format_load_table
 from ._table import render
 from .compare import gate_message
 from .gate import Verdict
@@ -136,10 +137,16 @@ def error_lines(results: Sequence[dict[str, Any]]) -> list[str]:
 
 def write_summary(tr: Any, run: LLMPerfSession, *, width: int) -> None:
     """Write the llmperf sections of pytest's terminal summary."""
-    if run.results:
+    latency = [r for r in run.results if not r.get("load")]
+    if latency:
         tr.write_sep("-", "llmperf: latency (medians over timed runs)")
-        for line in format_table(run.results, width=width):
+        for line in format_table(latency, width=width):
             tr.write_line(line)
+    if len(latency) < len(run.results):
+        tr.write_sep("-", "llmperf: load (ms; goodput under --llm-slo; achieved concurrency)")
+        for line in format_load_table(run.results, width=width):
+            tr.write_line(line)
+    if run.results:
         for rec in run.backend_records:
             worker = "" if rec["worker"] == "main" else f" on {rec['worker']}"
             role = f" ({rec['role']})" if rec.get("role", "candidate") != "candidate" else ""

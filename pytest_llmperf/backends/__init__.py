@@ -7,10 +7,10 @@ register through :func:`pytest_llmperf_register_backends`, exactly as a plugin o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import pytest
 
@@ -19,6 +19,8 @@ from ..options import Option
 from ..spec import LLMSpec
 
 __all__ = [
+    "AsyncCapable",
+    "AsyncStreamer",
     "Backend",
     "BackendRegistry",
     "Chunk",
@@ -98,6 +100,30 @@ class Backend(Protocol):
     def model_file(self) -> Path | None: ...
 
     def close(self) -> None: ...
+
+
+class AsyncStreamer(Protocol):
+    """Concurrent streams for the load generator (``llm_load``), bound to one event loop.
+
+    ``stream`` has the same contract as :meth:`Backend.stream`: lazy (the request starts at the
+    first ``__anext__``), never reads the clock, raises
+    :class:`~pytest_llmperf.errors.TransientError` for what the load generator counts by kind.
+    """
+
+    def stream(self, request: Request) -> AsyncIterator[Chunk | Usage]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class AsyncCapable(Protocol):
+    """The optional part of the contract: backends that talk to a server implement it.
+
+    ``open_async(limit)`` is called inside the load generator's running event loop and must
+    allow ``limit`` requests in flight at once; backends without it make ``llm_load`` skip.
+    """
+
+    def open_async(self, limit: int) -> AsyncStreamer: ...
 
 
 class BackendRegistry:

@@ -303,6 +303,14 @@ class BedrockBackend:
                 return
         yield Usage(None, "chunks", server_latency_s=server_s)
 
+    def open_async(self, limit: int) -> Any:
+        """``llm_load``'s concurrent streams. boto3 has no async client (and aiobotocore is not
+        a dependency): each ConverseStream runs in a pool of ``limit`` threads, its events
+        handed to the event loop as they arrive (``_async_bridge``)."""
+        from ._async_bridge import ThreadedStreamer
+
+        return ThreadedStreamer(self.stream, limit, "llmperf-bedrock")
+
     def _translate(self, exc: Exception, chunks: int | None) -> GenerationError:
         """The error to raise for an SDK failure; ``chunks`` is None before the stream began."""
         from botocore.eventstream import ParserError

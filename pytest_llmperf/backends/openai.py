@@ -197,6 +197,12 @@ class OpenAIBackend:
         else:
             yield Usage(None, "chunks")
 
+    def open_async(self, limit: int) -> Any:
+        """``llm_load``'s concurrent streams, on ``openai.AsyncOpenAI`` (``_openai_async``)."""
+        from ._openai_async import AsyncOpenAIStreamer
+
+        return AsyncOpenAIStreamer(self, limit)
+
     def _deadline_error(self, chunks: int) -> TransientError:
         return TransientError(
             f"{self._where} did not finish within deadline={self.opts['deadline']:g} s "

@@ -1,0 +1,156 @@
+"""``llmperf compare A.json B.json``: the gate's statistics between two result files.
+
+B is the candidate, A the baseline. Each benchmark + backend found in both is compared per
+metric with :func:`pytest_llmperf.gate.judge_metric` (the U test on shifted samples, with the
+gate's tolerances) at the level of Holm's first step, then Holm's step-down over all comparisons
+(:func:`pytest_llmperf.gate.review`) may reject more, exactly as at the end of a pytest session.
+Two separate runs are a stored-baseline comparison, so by default the tolerance is widened by
+the gate's drift allowance (:func:`pytest_llmperf.gate.drift_allowance`); ``drift=0`` drops it
+for files measured under the same conditions. Backends whose strict comparison keys differ
+(another CPU, model file, engine version) are refused, as the gate refuses them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .baseline import bench_id, describe_differences
+from .gate import (
+    DEFAULT_TOLERANCES,
+    MetricVerdict,
+    Verdict,
+    drift_allowance,
+    gated_metrics,
+    judge_metric,
+    review,
+)
+
+__all__ = ["FileComparison", "Row", "compare_documents"]
+
+_MIN_SAMPLES = 3
+
+
+@dataclass
+class Row:
+    bench: str
+    backend_id: str
+    metric: str
+    verdict: MetricVerdict | None
+    baseline_median: float | None
+    current_median: float | None
+    p_holm: float | None = None
+    drift_note: str = ""
+    reason: str = ""  # why there is no verdict (REFUSED, too few samples)
+
+
+@dataclass
+class FileComparison:
+    rows: list[Row] = field(default_factory=list)
+    only_baseline: list[str] = field(default_factory=list)
+    only_current: list[str] = field(default_factory=list)
+    #: Metric comparisons made (the Holm family).
+    comparisons: int = 0
+
+    @property
+    def regressions(self) -> list[Row]:
+        return [r for r in self.rows if r.verdict and r.verdict.verdict == Verdict.REGRESSION]
+
+
+def _index(document: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (bench_id(r["nodeid"], r.get("name") or ""), r["backend_id"]): r
+        for r in document.get("results", [])
+    }
+
+
+def _strict_key(document: Mapping[str, Any], result: Mapping[str, Any]) -> Any:
+    for record in document.get("backends", []):
+        if record.get("id") == result["backend_id"] and record.get("source") == result.get(
+            "source"
+        ):
+            return (record.get("key") or {}).get("strict")
+    return None
+
+
+def _samples(result: Mapping[str, Any], metric: str) -> list[float]:
+    values = (result.get("samples") or {}).get(metric) or []
+    return [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def compare_documents(
+    baseline: Mapping[str, Any],
+    current: Mapping[str, Any],
+    *,
+    alpha: float,
+    tolerances: Mapping[str, float] | None = None,
+    drift: float | None = None,
+    metrics: Sequence[str] = (),
+    force: bool = False,
+) -> FileComparison:
+    """Compare ``current`` against ``baseline``; ``drift=None`` widens as the gate does."""
+    tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
+    old, new = _index(baseline), _index(current)
+    out = FileComparison(
+        only_baseline=[f"{b} [{k}]" for b, k in sorted(set(old) - set(new))],
+        only_current=[f"{b} [{k}]" for b, k in sorted(set(new) - set(old))],
+    )
+    todo: list[tuple[Row, list[float], list[float], float]] = []
+    for key in sorted(set(old) & set(new)):
+        a, b = old[key], new[key]
+        # What the gate compared for this benchmark, else what it would compare.
+        gated = [m.get("metric") for m in (b.get("gate") or {}).get("metrics", [])]
+        wanted = list(metrics) or [m for m in gated if m in DEFAULT_TOLERANCES]
+        wanted = wanted or list(gated_metrics(_samples(b, "output_tokens")))
+        key_a, key_b = _strict_key(baseline, a), _strict_key(current, b)
+        differences = (
+            describe_differences(key_a, key_b)
+            if isinstance(key_a, dict) and isinstance(key_b, dict)
+            else []
+        )
+        for metric in wanted:
+            base, cur = _samples(a, metric), _samples(b, metric)
+            row = Row(*key, metric, None, _median(base), _median(cur))
+            out.rows.append(row)
+            if differences and not force:
+                row.reason = "REFUSED, measured differently: " + "; ".join(differences)
+            elif min(len(base), len(cur)) < _MIN_SAMPLES:
+                row.reason = f"too few samples ({len(base)} vs {len(cur)}; need {_MIN_SAMPLES})"
+            else:
+                allowance = 0.0
+                if drift is None:
+                    allowance, row.drift_note = drift_allowance([statistics.median(base)])
+                elif drift > 0:
+                    allowance, row.drift_note = drift, f"drift allowance {drift:.0%} (--drift)"
+                todo.append((row, cur, base, allowance))
+    if not todo:
+        return out
+    out.comparisons = len(todo)
+    alpha_one = alpha / len(todo)  # Holm's first, strictest step
+    for row, cur, base, allowance in todo:
+        row.verdict = judge_metric(
+            row.metric,
+            cur,
+            base,
+            tolerance=tol[row.metric],
+            alpha=alpha_one,
+            drift=allowance,
+        )
+    # As in the gate, an UNSTABLE metric is undecidable and stays out of the review.
+    decided = [row for row, *_ in todo if row.verdict and row.verdict.verdict != Verdict.UNSTABLE]
+    pseudo = [
+        {"gate": {"p_sequential": {r.metric: r.verdict.p_slowdown}}} for r in decided if r.verdict
+    ]
+    for row, reviewed in zip(decided, review(pseudo, alpha), strict=True):
+        row.p_holm = reviewed["p_holm"]
+        verdict = row.verdict
+        assert verdict is not None
+        if reviewed["holm_rejects"] and verdict.verdict != Verdict.REGRESSION:
+            row.verdict = MetricVerdict(**{**verdict.to_json(), "verdict": Verdict.REGRESSION})
+    return out

@@ -1,0 +1,289 @@
+"""The callable behind the ``llm_load`` fixture: arguments, sweep, gate, warnings, failure."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from ._loadgen import LoadPoint, LoadRun, run_load
+from .backends import AsyncCapable, Prompt, Request
+from .baseline import bench_id
+from .compare import GatePolicy, gate_message
+from .errors import LLMPerfWarning
+from .gate import Verdict
+from .harness import LLMHandle
+from .load import LoadResult, gate_load
+from .session import get_session
+from .suite import LOAD_POINTS_ATTR
+
+__all__ = [
+    "ASSUMED_POINTS",
+    "COMPARISONS_PER_POINT",
+    "DEFAULT_LOAD_MAX_TOKENS",
+    "Load",
+    "declared_load_skip",
+    "no_server_reason",
+    "planned_load_comparisons",
+    "prompt_list",
+]
+
+DEFAULT_LOAD_MAX_TOKENS = 64
+#: Warm-up requests (sent at once, before measuring) open this many connections at most.
+_MAX_WARMUP = 16
+#: Gated comparisons per sweep point: p50 TTFT, window throughput and p95 TTFT.
+COMPARISONS_PER_POINT = 3
+#: Sweep points assumed for a Python test, whose arguments are only seen when it runs: a
+#: typical sweep such as ``concurrency=[1, 4, 16]``. A YAML load case states its own count.
+ASSUMED_POINTS = 3
+
+
+def no_server_reason(backend: object) -> str | None:
+    """Why ``llm_load`` cannot run on this backend (the skip reason), or None if it can."""
+    if isinstance(backend, AsyncCapable):
+        return None
+    kind = getattr(backend, "kind", type(backend).__name__)
+    return (
+        f"llm_load needs a backend that talks to a server (openai, bedrock); "
+        f"{kind} runs in this process, so there is no serving load to test"
+    )
+
+
+def _planned_backend(item: pytest.Item) -> object | None:
+    """The (not yet loaded) backend an item's ``llm_backend`` parameter names, if any."""
+    callspec = getattr(item, "callspec", None)
+    spec = None if callspec is None else callspec.params.get("llm_backend")
+    planned = None if spec is None else get_session(item.config).planned.get(spec.text)
+    return None if planned is None else planned.backend
+
+
+def declared_load_skip(item: pytest.Item) -> str | None:
+    """Why a test whose load is declared at collection (a YAML load case) cannot run on its
+    backend, or None. Decided before any model loads; a Python test skips when it calls."""
+    if getattr(getattr(item, "obj", None), LOAD_POINTS_ATTR, None) is None:
+        return None
+    backend = _planned_backend(item)
+    return None if backend is None else no_server_reason(backend)
+
+
+def planned_load_comparisons(item: pytest.Item) -> int:
+    """The gated comparisons an item's ``llm_load`` calls will make, for the session's alpha
+    split: 3 per sweep point; the points are a YAML case's own, else :data:`ASSUMED_POINTS`.
+    0 where the backend serves no load (the test will skip)."""
+    if "llm_load" not in getattr(item, "fixturenames", ()):
+        return 0
+    backend = _planned_backend(item)
+    if backend is not None and no_server_reason(backend) is not None:
+        return 0
+    points = getattr(getattr(item, "obj", None), LOAD_POINTS_ATTR, ASSUMED_POINTS)
+    return COMPARISONS_PER_POINT * int(points)
+
+
+def prompt_list(prompts: Prompt | Sequence[Prompt]) -> list[Prompt]:
+    """One prompt (a string or a chat) or several; requests cycle through them in order."""
+    if isinstance(prompts, str):
+        return [prompts]
+    items: list[Any] = list(prompts)
+    if not items:
+        raise ValueError("llm_load needs at least one prompt")
+    if all(isinstance(p, Mapping) for p in items):
+        return [items]  # one chat: a list of messages
+    return items
+
+
+def _sweep(value: Any, name: str, kind: type) -> list[Any]:
+    if value is None:
+        return [None]
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values or not all(isinstance(v, kind | int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{name} takes a number or a list of numbers, got {value!r}")
+    return values
+
+
+class Load:
+    """``llm_load(prompts, *, concurrency=1, rate=None, requests=None, duration=None,
+    max_tokens=64, name=None, warmup=None, seed=0, temperature=0.0, **options)``.
+
+    ``concurrency`` (closed loop) or ``rate`` (open loop, Poisson arrivals, requests/s) may be a
+    list: one result per value, in order. With both, ``rate`` sweeps and ``concurrency`` caps
+    requests in flight. ``requests`` defaults to ``max(32, 4 x concurrency)`` (closed) or 32
+    (open) unless ``duration`` bounds the point instead. ``warmup`` requests (default: the
+    point's concurrency, at most 16) are sent together first and not measured. Returns the list
+    of :class:`~pytest_llmperf.load.LoadResult`.
+    """
+
+    def __init__(
+        self, handle: LLMHandle, item: pytest.Item, record: Callable[[LoadResult], None]
+    ) -> None:
+        self.handle = handle
+        self._item = item
+        self._record = record
+        self._session = get_session(item.config)
+        self._calls = 0
+
+    def __call__(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        *,
+        concurrency: int | Sequence[int] | None = None,
+        rate: float | Sequence[float] | None = None,
+        requests: int | None = None,
+        duration: float | None = None,
+        max_tokens: int = DEFAULT_LOAD_MAX_TOKENS,
+        name: str | None = None,
+        warmup: int | None = None,
+        seed: int = 0,
+        temperature: float = 0.0,
+        **options: Any,
+    ) -> list[LoadResult]:
+        reason = no_server_reason(self.handle.backend)
+        if reason is not None:
+            pytest.skip(reason)
+        self._calls += 1
+        prompt_items = prompt_list(prompts)
+        rates = _sweep(rate, "rate", float)
+        concurrencies = _sweep(concurrency, "concurrency", int)
+        if rate is None and concurrency is None:
+            concurrencies = [1]
+        if len(rates) > 1 and len(concurrencies) > 1:
+            raise ValueError("sweep concurrency or rate, not both (give one of them as a list)")
+        points = [
+            LoadPoint(c, r, _default_requests(c, r, requests, duration), duration, seed)
+            for r in rates
+            for c in concurrencies
+        ]
+        request_list = [
+            Request(p, max_tokens, temperature, None, dict(options)) for p in prompt_items
+        ]
+        base = name if name is not None else ("load" if self._calls == 1 else f"load{self._calls}")
+        results = [
+            self._point(base, point, request_list, warmup, prompt_items, max_tokens, temperature)
+            for point in points
+        ]
+        self._finish(results)
+        return results
+
+    def _point(
+        self,
+        base: str,
+        point: LoadPoint,
+        requests: list[Request],
+        warmup: int | None,
+        prompts: list[Prompt],
+        max_tokens: int,
+        temperature: float,
+    ) -> LoadResult:
+        settings = self._session.settings
+        label = f"rate={point.rate:g}" if point.rate is not None else f"c={point.concurrency}"
+        if point.rate is not None and point.concurrency is not None:
+            label += f",c={point.concurrency}"
+        name = f"{base}[{label}]"
+        n_warm = min(point.limit, _MAX_WARMUP) if warmup is None else int(warmup)
+        params = _params(point, prompts, max_tokens, temperature, requests[0].options, n_warm)
+        reference = self._session.reference_for(
+            self.handle, bench_id(self._item.nodeid, name), params
+        )
+        run = self._measure(self.handle, requests, point, n_warm)
+        result = LoadResult(
+            name,
+            self._item.nodeid,
+            self.handle.spec,
+            self.handle.id,
+            params,
+            run,
+            dict(settings.slo),
+            warmup=n_warm,
+        )
+        if reference is not None and reference.refused is not None:
+            result.gate = {
+                "verdict": Verdict.REFUSED,
+                "mode": reference.mode,
+                "against": reference.label,
+                "reason": reference.refused,
+                "warnings": list(reference.warnings),
+            }
+        elif reference is not None:
+            if reference.handle is not None:
+                result.reference_run = self._measure(reference.handle, requests, point, n_warm)
+            planned = max(1, self._session.planned_comparisons)
+            policy = GatePolicy(
+                dict(settings.tolerances), settings.alpha / planned, planned, settings.confirm
+            )
+            result.gate = gate_load(run, reference, policy, result.reference_run)
+        result.warnings = result.bottleneck_warnings()
+        errors = sum(result.errors.values())
+        if run.records and errors / len(run.records) > settings.max_error_rate:
+            result.warnings.append(
+                f"{errors} of {len(run.records)} requests failed "
+                f"({', '.join(f'{k} x{n}' for k, n in sorted(result.errors.items()))}), more "
+                f"than --llm-max-error-rate={settings.max_error_rate:g}: the latencies are of "
+                "the survivors"
+            )
+        self._record(result)
+        return result
+
+    def _measure(
+        self, handle: LLMHandle, requests: list[Request], point: LoadPoint, warmup: int
+    ) -> LoadRun:
+        backend = handle.backend
+        assert isinstance(backend, AsyncCapable)
+        return run_load(backend.open_async, requests, point, warmup=warmup)
+
+    def _finish(self, results: list[LoadResult]) -> None:
+        failures = []
+        for result in results:
+            where = f"{self.handle.id} {result.name}"
+            for warning in result.warnings:
+                warnings.warn(LLMPerfWarning(f"{where}: {warning}"), stacklevel=3)
+            gate = result.gate
+            if gate is None:
+                continue
+            for warning in gate["warnings"]:
+                warnings.warn(LLMPerfWarning(f"{where}: {warning}"), stacklevel=3)
+            if gate["verdict"] == Verdict.REFUSED:
+                warnings.warn(
+                    LLMPerfWarning(f"{where}: not compared: {gate['reason']}"), stacklevel=3
+                )
+            elif gate["verdict"] == Verdict.REGRESSION:
+                failures.append(f"{result.name}: {gate_message(gate)}")
+        if failures and self._session.settings.fail_on_latency:
+            pytest.fail("; ".join(failures), pytrace=False)
+
+
+def _default_requests(
+    concurrency: int | None, rate: float | None, requests: int | None, duration: float | None
+) -> int | None:
+    if requests is not None or duration is not None:
+        return requests
+    if rate is None and concurrency is not None:
+        return max(32, 4 * concurrency)
+    return 32
+
+
+def _params(
+    point: LoadPoint,
+    prompts: list[Prompt],
+    max_tokens: int,
+    temperature: float,
+    options: Mapping[str, Any],
+    warmup: int,
+) -> dict[str, Any]:
+    """JSON-safe parameters; a stored baseline compares only with equal ones."""
+    params = {
+        "prompts": [p if isinstance(p, str) else [dict(m) for m in p] for p in prompts],
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "options": dict(options),
+        "mode": point.mode,
+        "concurrency": point.concurrency,
+        "rate": point.rate,
+        "requests": point.requests,
+        "duration": point.duration,
+        "seed": point.seed,
+        "warmup": warmup,
+    }
+    normal: dict[str, Any] = json.loads(json.dumps(params, default=repr))
+    return normal

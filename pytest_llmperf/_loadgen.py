@@ -1,0 +1,307 @@
+"""The asyncio load generator behind ``llm_load``: closed loop or open loop (Poisson arrivals).
+
+Closed loop: ``concurrency`` workers each send a request as soon as their previous one ended.
+Open loop: requests are sent at times drawn in advance from a Poisson process of ``rate`` per
+second (exponential gaps from ``random.Random(seed)``), whatever the server's state; with
+``concurrency`` as well, at most that many are in flight and the others wait for a slot.
+
+Every request is timed like the harness times one generation (``perf_counter_ns`` before the
+first ``__anext__`` of the backend's async stream, then at each item, then at its end) and
+derived with :func:`~pytest_llmperf.harness.derive`, so TTFT, TPOT and ITL mean the same as in
+``llm_bench``. The generator also measures itself: ``scheduled_ns`` is when a request was due
+(its arrival time; in a closed loop, when its worker became free) and ``t0`` when it actually
+started, so ``t0 - scheduled_ns`` is the scheduling lag a busy client adds. The event loop
+sleeps to within ~1 ms of an arrival and then yields (``sleep(0)``) until it is due, because
+``epoll`` rounds timeouts up to whole milliseconds.
+
+A :class:`~pytest_llmperf.errors.TransientError` (429, 5xx, timeout, cut stream) is recorded by
+kind and never retried: under load a retry changes the offered load. Any other error stops the
+run and is raised. Every run is bounded: by ``requests``, by ``duration`` (no request starts
+after it) or both, and each request by its backend's own timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import threading
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .backends import AsyncStreamer, Chunk, Request, Usage
+from .errors import TransientError
+from .harness import Generation, derive
+
+__all__ = ["LoadPoint", "LoadRun", "RequestRecord", "poisson_offsets", "run_load"]
+
+#: Sleep until this close to an arrival, then yield to the loop until it is due.
+_SPIN_NS = 1_000_000
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class LoadPoint:
+    """One point of a sweep. Exactly one of ``concurrency`` (closed loop) or ``rate`` (open
+    loop) drives it; ``concurrency`` with ``rate`` caps requests in flight."""
+
+    concurrency: int | None
+    rate: float | None
+    requests: int | None
+    duration: float | None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.requests is None and self.duration is None:
+            raise ValueError("a load needs requests=N, duration=SECONDS or both")
+        if self.rate is None and self.concurrency is None:
+            raise ValueError("a load needs concurrency=N (closed loop) or rate=R (open loop)")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.rate is not None and not self.rate > 0:
+            raise ValueError(f"rate must be > 0 requests/s, got {self.rate}")
+        if self.requests is not None and self.requests < 1:
+            raise ValueError(f"requests must be >= 1, got {self.requests}")
+        if self.duration is not None and not self.duration > 0:
+            raise ValueError(f"duration must be > 0 seconds, got {self.duration}")
+
+    @property
+    def mode(self) -> str:
+        return "open" if self.rate is not None else "closed"
+
+    @property
+    def limit(self) -> int:
+        """Requests that may be in flight at once (sizes the backend's connection pool)."""
+        if self.concurrency is not None:
+            return self.concurrency
+        assert self.rate is not None
+        if self.requests is not None:
+            return self.requests
+        assert self.duration is not None
+        return max(1, min(4096, int(self.rate * self.duration * 2) + 16))
+
+
+@dataclass
+class RequestRecord:
+    """One request: when it was due and sent, and its generation or its error kind."""
+
+    index: int
+    scheduled_ns: int
+    t0: int
+    t_end: int
+    generation: Generation | None = None
+    error: str | None = None
+    message: str | None = None
+    #: (arrival ns, tokens) per chunk that carried tokens; for per-window token throughput.
+    token_events: list[tuple[int, int]] = field(default_factory=list, repr=False)
+
+    @property
+    def lag_ns(self) -> int:
+        return self.t0 - self.scheduled_ns
+
+
+@dataclass
+class LoadRun:
+    point: LoadPoint
+    records: list[RequestRecord]
+    start_ns: int
+    end_ns: int
+    #: Process CPU seconds during the run over its wall time: near 1.0, the client is CPU-bound.
+    cpu_share: float
+
+
+def poisson_offsets(
+    rate: float, seed: int, count: int | None, horizon_s: float | None
+) -> list[int]:
+    """Arrival times in ns from the start: exponential gaps of mean ``1/rate``, ``count`` of
+    them or all before ``horizon_s`` (whichever ends first), the first after one gap."""
+    rng = random.Random(seed)
+    out: list[int] = []
+    t = 0.0
+    while count is None or len(out) < count:
+        t += rng.expovariate(rate)
+        if horizon_s is not None and t > horizon_s:
+            break
+        out.append(int(t * 1e9))
+    return out
+
+
+async def _sleep_until(due_ns: int) -> None:
+    clock = time.perf_counter_ns
+    while (left := due_ns - clock()) > 0:
+        if left > _SPIN_NS:
+            await asyncio.sleep((left - _SPIN_NS) / 1e9)
+        else:
+            await asyncio.sleep(0)
+
+
+class _Driver:
+    def __init__(self, streamer: AsyncStreamer, requests: Sequence[Request]) -> None:
+        self.streamer = streamer
+        self.requests = requests
+        self.records: list[RequestRecord] = []
+        #: The first error that is not transient: it ends the run.
+        self.fatal: Exception | None = None
+
+    async def one(self, index: int, scheduled_ns: int) -> None:
+        request = self.requests[index % len(self.requests)]
+        clock = time.perf_counter_ns
+        stamps: list[int] = []
+        items: list[Chunk | Usage] = []
+        t0 = clock()
+        try:
+            async for item in self.streamer.stream(request):
+                stamps.append(clock())
+                items.append(item)
+        except TransientError as exc:
+            record = RequestRecord(index, scheduled_ns, t0, clock(), error=exc.kind)
+            record.message = str(exc)
+            self.records.append(record)
+            return
+        except Exception as exc:
+            self.fatal = self.fatal or exc
+            raise
+        t_end = clock()
+        generation = derive(t0, t_end, stamps, items, 0)
+        events = [
+            (stamp, item.tokens)
+            for stamp, item in zip(stamps, items, strict=True)
+            if isinstance(item, Chunk) and item.tokens > 0
+        ]
+        self.records.append(
+            RequestRecord(index, scheduled_ns, t0, t_end, generation, token_events=events)
+        )
+
+    async def closed(self, point: LoadPoint, start_ns: int) -> None:
+        counter = itertools.count()
+        deadline = None if point.duration is None else start_ns + int(point.duration * 1e9)
+        clock = time.perf_counter_ns
+
+        async def worker() -> None:
+            ready = start_ns
+            while True:
+                index = next(counter)
+                if point.requests is not None and index >= point.requests:
+                    return
+                if deadline is not None and clock() >= deadline:
+                    return
+                await self.one(index, ready)
+                ready = clock()
+
+        assert point.concurrency is not None
+        await _gather_or_cancel([worker() for _ in range(point.concurrency)])
+
+    async def open(self, point: LoadPoint, start_ns: int) -> None:
+        assert point.rate is not None
+        offsets = poisson_offsets(point.rate, point.seed, point.requests, point.duration)
+        slots = None if point.concurrency is None else asyncio.Semaphore(point.concurrency)
+
+        async def limited(index: int, due: int) -> None:
+            if slots is None:
+                await self.one(index, due)
+                return
+            async with slots:
+                await self.one(index, due)
+
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for index, offset in enumerate(offsets):
+                due = start_ns + offset
+                await _sleep_until(due)
+                tasks.append(asyncio.create_task(limited(index, due)))
+                if self.fatal is not None:  # do not wait out the schedule to report it
+                    raise self.fatal
+            await _gather_or_cancel(tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+
+def _raise_failed(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+async def _gather_or_cancel(jobs: Sequence[Coroutine[Any, Any, None] | asyncio.Task[None]]) -> None:
+    """Wait for all; on the first non-transient error cancel the rest and raise it."""
+    tasks = [j if isinstance(j, asyncio.Task) else asyncio.ensure_future(j) for j in jobs]
+    if not tasks:
+        return
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        _raise_failed(list(done))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _run(
+    open_streamer: Callable[[int], AsyncStreamer],
+    requests: Sequence[Request],
+    point: LoadPoint,
+    warmup: int,
+) -> LoadRun:
+    streamer = open_streamer(max(point.limit, warmup))
+    driver = _Driver(streamer, requests)
+    try:
+        if warmup > 0:
+            # All at once: opens the connections the measured requests will reuse.
+            wave = LoadPoint(warmup, None, warmup, None)
+            await driver.closed(wave, time.perf_counter_ns())
+            driver.records.clear()
+        cpu0 = time.process_time()
+        start_ns = time.perf_counter_ns()
+        if point.mode == "open":
+            await driver.open(point, start_ns)
+        else:
+            await driver.closed(point, start_ns)
+        end_ns = time.perf_counter_ns()
+        cpu = time.process_time() - cpu0
+    finally:
+        await streamer.aclose()
+    records = sorted(driver.records, key=lambda r: r.index)
+    wall = max((end_ns - start_ns) / 1e9, 1e-9)
+    return LoadRun(point, records, start_ns, end_ns, cpu / wall)
+
+
+def run_load(
+    open_streamer: Callable[[int], AsyncStreamer],
+    requests: Sequence[Request],
+    point: LoadPoint,
+    *,
+    warmup: int = 0,
+) -> LoadRun:
+    """Run one load point to completion on a fresh event loop (in a thread when the caller is
+    itself inside a running loop, e.g. an async test). ``warmup`` requests go first, together,
+    and are not recorded."""
+    if not requests:
+        raise ValueError("a load needs at least one prompt")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    return _in_fresh_loop(lambda: _run(open_streamer, requests, point, warmup))
+
+
+def _in_fresh_loop(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    box: list[_T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            box.append(asyncio.run(make()))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="llmperf-load")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return box[0]

@@ -1,0 +1,172 @@
+"""What a load run measured, as pure functions over its request records.
+
+- **Goodput**: the share of *all* requests sent (failed ones included, since they met no
+  objective) that met every ``--llm-slo`` limit; a request without text has no TTFT and misses
+  a TTFT or e2e limit, while TPOT is only checked where it is defined (more than one token).
+- **Achieved concurrency**: the time-average of requests in flight between the first send and
+  the last end, i.e. the sum of request durations over that span (Little's law, exactly).
+- **Throughput samples**: the steady-state part of the run is from the first completion (the
+  pipeline has filled) to the last send (after which it drains); it is cut into K equal
+  windows, K = completions in it // 4 clamped to 3..10, and each window gives one sample of
+  requests/s (completions in it) and output tokens/s (tokens that *arrived* in it). Window
+  samples are what the gate compares; a run too short for 3 windows gives no samples, and the
+  gate then says nothing about throughput rather than guess.
+- **p95 TTFT gate** (:func:`tail_pvalues`): Mood's quantile test at the 95th percentile on
+  shifted samples. Divide current by ``1 + tol``, pool it with the baseline, take the pooled
+  95th percentile, and ask with Fisher's exact test whether current has more values above it
+  than the baseline. With equal distributions the split of exceedances is hypergeometric, so the
+  test is exact (conservative, being discrete) whatever the shape; a current p95 within the
+  tolerance is flagged at most about alpha of the time. Its weakness is honest: with few
+  requests (e.g. 20 + 20, where ~2 values exceed) no split can be significant, so
+  :func:`tail_decidable` says so and the p95 is reported, not gated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._loadgen import RequestRecord
+from .stats import percentile, summarize
+
+__all__ = [
+    "achieved_concurrency",
+    "goodput",
+    "lag_summary",
+    "meets_slo",
+    "steady_window",
+    "tail_decidable",
+    "tail_pvalues",
+    "tail_ratio_ci",
+    "window_throughput",
+]
+
+_TAIL_Q = 95.0
+
+
+def meets_slo(record: RequestRecord, slo: Mapping[str, float]) -> bool:
+    gen = record.generation
+    if gen is None:
+        return False
+    for metric, limit in slo.items():
+        value = getattr(gen, metric)
+        if value is None:
+            if metric == "tpot_s":
+                continue  # one output token: no decode to be slow
+            return False
+        if value > limit:
+            return False
+    return True
+
+
+def goodput(records: Sequence[RequestRecord], slo: Mapping[str, float]) -> dict[str, Any]:
+    """``{"good", "total", "share"}``; share is None without requests or without an SLO."""
+    good = sum(1 for r in records if meets_slo(r, slo))
+    share = good / len(records) if records and slo else None
+    return {"good": good, "total": len(records), "share": share}
+
+
+def achieved_concurrency(records: Sequence[RequestRecord]) -> float | None:
+    if not records:
+        return None
+    first = min(r.t0 for r in records)
+    last = max(r.t_end for r in records)
+    if last <= first:
+        return None
+    return sum(r.t_end - r.t0 for r in records) / (last - first)
+
+
+def steady_window(records: Sequence[RequestRecord]) -> tuple[int, int, str]:
+    """(start ns, end ns, how): first completion to last send, or the whole run when the
+    requests never overlapped enough to have a steady part."""
+    start, end = min(r.t_end for r in records), max(r.t0 for r in records)
+    if end > start:
+        return start, end, "steady state: first completion to last send"
+    first, last = min(r.t0 for r in records), max(r.t_end for r in records)
+    return first, last, "whole run (no steady state: requests barely overlapped)"
+
+
+def window_throughput(
+    records: Sequence[RequestRecord],
+) -> tuple[list[float], list[float], dict[str, Any]]:
+    """Per-window requests/s and output tokens/s over the steady-state part (see module doc)."""
+    ok = [r for r in records if r.generation is not None]
+    if not ok:
+        return [], [], {"windows": 0, "window_s": None, "how": "no successful request"}
+    start, end, how = steady_window(records)
+    ends = [r.t_end for r in ok if start <= r.t_end <= end]
+    k = min(10, max(3, len(ends) // 4)) if len(ends) >= 3 else 0
+    if k == 0 or end <= start:
+        return [], [], {"windows": 0, "window_s": None, "how": f"{how}; < 3 completions in it"}
+    width = (end - start) / k
+    done = [0] * k
+    tokens = [0] * k
+    for stamp in ends:
+        done[min(int((stamp - start) / width), k - 1)] += 1
+    for r in ok:
+        for stamp, n in r.token_events:
+            if start <= stamp <= end:
+                tokens[min(int((stamp - start) / width), k - 1)] += n
+    seconds = width / 1e9
+    info = {"windows": k, "window_s": seconds, "how": how}
+    return [d / seconds for d in done], [t / seconds for t in tokens], info
+
+
+def lag_summary(records: Sequence[RequestRecord]) -> dict[str, Any]:
+    """Scheduling lag (actual minus scheduled send) in seconds: n, median, p95, p99, max."""
+    summary = summarize([r.lag_ns / 1e9 for r in records]).to_json()
+    return {k: summary[k] for k in ("n", "median", "mean", "p95", "p99", "max")}
+
+
+def _exceedance_p(current: Sequence[float], baseline: Sequence[float], alternative: str) -> float:
+    from scipy.stats import fisher_exact
+
+    threshold = percentile(sorted([*current, *baseline]), _TAIL_Q)
+    a = sum(1 for c in current if c > threshold)
+    b = sum(1 for x in baseline if x > threshold)
+    table = [[a, len(current) - a], [b, len(baseline) - b]]
+    return float(fisher_exact(table, alternative=alternative).pvalue)
+
+
+def tail_pvalues(
+    current: Sequence[float], baseline: Sequence[float], tolerance: float
+) -> tuple[float, float, float]:
+    """(p slowdown, p improvement, p no-slowdown) of the 95th percentile, lower is better:
+    "current p95 > (1 + tol) x baseline p95", "< baseline / (1 + tol)", "< (1 + tol) x"."""
+    if not current or not baseline:
+        return 1.0, 1.0, 1.0
+    factor = 1.0 + tolerance
+    shrunk = [c / factor for c in current]
+    grown = [c * factor for c in current]
+    return (
+        _exceedance_p(shrunk, baseline, "greater"),
+        _exceedance_p(grown, baseline, "less"),
+        _exceedance_p(shrunk, baseline, "less"),
+    )
+
+
+def tail_decidable(n_current: int, n_baseline: int, alpha: float) -> bool:
+    """Whether the most lopsided split of the ~5% exceedances could reach ``alpha`` at all."""
+    total = n_current + n_baseline
+    # Values above the pooled percentile (linear interpolation, no ties).
+    m = max(1, total - 1 - math.floor((total - 1) * _TAIL_Q / 100))
+    if m > n_current:
+        return False
+    return math.comb(n_current, m) / math.comb(total, m) < alpha
+
+
+def tail_ratio_ci(
+    current: Sequence[float], baseline: Sequence[float], seed: int = 0, draws: int = 2000
+) -> tuple[float, float, float]:
+    """The ratio of 95th percentiles and a 90% percentile-bootstrap interval (for display; the
+    verdict comes from :func:`tail_pvalues`)."""
+    import numpy as np
+
+    cur, base = np.asarray(current, dtype=float), np.asarray(baseline, dtype=float)
+    ratio = float(np.percentile(cur, _TAIL_Q) / np.percentile(base, _TAIL_Q))
+    rng = np.random.default_rng(seed)
+    c = np.percentile(rng.choice(cur, (draws, cur.size)), _TAIL_Q, axis=1)
+    b = np.percentile(rng.choice(base, (draws, base.size)), _TAIL_Q, axis=1)
+    low, high = np.percentile(c / b, [5, 95])
+    return ratio, float(low), float(high)

@@ -1,0 +1,615 @@
+"""The ``llmperf`` command: show, compare, merge, report, run for real (in-process and as the
+installed script) on documents from real plugin runs and on synthetic nightly histories."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from nightly_docs import commit_of, nights, regression_gate
+
+from pytest_llmperf.cli import main
+from pytest_llmperf.history import append_run, read_document
+from pytest_llmperf.report_html import render_html
+
+BENCH = """
+def test_bench(llm_bench):
+    llm_bench("hello there", max_tokens=4)
+"""
+
+
+def llmperf(capsys, *args: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+@pytest.fixture
+def runs(fake, monkeypatch) -> tuple[Path, Path]:
+    """a.json and b.json from two real runs of the plugin; B is about 6x slower per token."""
+    fake.makepyfile(test_bench=BENCH)
+    for name, delay in (("a", "1"), ("b", "6")):
+        monkeypatch.setenv("FAKE_DELAY_MS", delay)
+        result = fake.runpytest("--llm=fake:m", "--llm-runs=10", f"--llm-json={name}.json")
+        result.assert_outcomes(passed=1)
+    return fake.path / "a.json", fake.path / "b.json"
+
+
+def edited(path: Path, to: Path, change) -> Path:
+    doc = json.loads(path.read_text())
+    change(doc)
+    to.write_text(json.dumps(doc))
+    return to
+
+
+def on_machine(node: str):
+    def change(doc):
+        doc["environment"]["machine_info"]["node"] = node
+
+    return change
+
+
+# --- show ----------------------------------------------------------------------------------
+
+
+def test_show_prints_the_summary_table(runs, capsys):
+    code, out, _ = llmperf(capsys, "show", runs[0], "--width", "120")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{runs[0]}: created ")
+    header = next(line for line in lines if line.startswith("test "))
+    assert header.split() == [
+        *("test", "backend", "runs", "TTFT", "ms", "TPOT", "ms", "tok/s", "s/token", "tokens")
+    ]
+    row = lines[lines.index(header) + 2].split()
+    assert row[:3] == ["test_bench", "fake:m", "10"]
+    tpot_ms = read_document(runs[0])["results"][0]["stats"]["tpot_s"]["median"] * 1e3
+    assert float(row[4]) == pytest.approx(tpot_ms, abs=0.01)
+
+
+# --- compare -------------------------------------------------------------------------------
+
+
+def test_compare_finds_the_slowdown_and_exits_1(runs, capsys):
+    code, out, _ = llmperf(capsys, "compare", *runs, "--width", "140")
+    assert code == 1
+    assert re.search(r"test_bench\[fake:m\]\s+fake:m\s+tpot_s .* REGRESSION", out)
+    assert "REGRESSION test_bench.py::test_bench[fake:m] [fake:m] tpot_s: TPOT regressed +" in out
+    # Two separate runs are a stored baseline of one run: the gate's 30% drift allowance.
+    assert "tolerance 30% widened from 5% for drift" in out
+    assert "note: 1 stored run(s) < 3: conservative 30% drift allowance" in out
+    assert out.rstrip().endswith("llmperf compare: 2 REGRESSION")
+
+
+def test_compare_the_other_way_is_an_improvement_and_exits_0(runs, capsys):
+    code, out, _ = llmperf(capsys, "compare", runs[1], runs[0], "--drift", "0")
+    assert code == 0
+    assert "IMPROVEMENT test_bench.py::test_bench[fake:m] [fake:m] tpot_s: TPOT improved -" in out
+    assert "tolerance 5%)" in out  # --drift 0: the configured tolerance as is
+
+
+def test_compare_a_file_with_itself_passes(runs, capsys):
+    code, out, _ = llmperf(capsys, "compare", runs[0], runs[0], "--metric", "e2e_s")
+    assert code == 0
+    assert re.search(r"e2e_s .* PASS", out)
+    assert "REGRESSION" not in out
+
+
+def test_compare_refuses_backends_measured_differently_unless_forced(runs, capsys, tmp_path):
+    def other_cpu(doc):
+        doc["backends"][0]["key"]["strict"]["cpu_model"] = "Another CPU"
+
+    b = edited(runs[1], tmp_path / "b.json", other_cpu)
+    code, out, _ = llmperf(capsys, "compare", runs[0], b)
+    assert code == 0
+    assert "REFUSED, measured differently: cpu_model: " in out
+    assert "'Another CPU'" in out
+    code, out, _ = llmperf(capsys, "compare", runs[0], b, "--force")
+    assert code == 1
+
+
+def test_compare_lists_benchmarks_in_one_file_only(runs, capsys, tmp_path):
+    def renamed(doc):
+        doc["results"][0]["nodeid"] += "x"
+
+    b = edited(runs[1], tmp_path / "b.json", renamed)
+    code, out, _ = llmperf(capsys, "compare", runs[0], b)
+    assert code == 0
+    assert "nothing to compare" in out
+    assert "only in A: test_bench.py::test_bench[fake:m] [fake:m]" in out
+    assert "only in B: test_bench.py::test_bench[fake:m]x [fake:m]" in out
+
+
+# --- merge ---------------------------------------------------------------------------------
+
+
+def test_merge_keeps_each_machine_apart(runs, capsys, tmp_path):
+    b = edited(runs[1], tmp_path / "b.json", on_machine("ci-b"))
+    out_path = tmp_path / "m.json"
+    code, out, _ = llmperf(capsys, "merge", runs[0], b, "-o", out_path)
+    assert code == 0
+    assert "merged 2 run(s) from 2 file(s), 2 result(s)" in out
+    merged = read_document(out_path)
+    host = read_document(runs[0])["environment"]["machine_info"]["node"]
+    assert [s["machine"] for s in merged["sources"]] == [host, "ci-b"]
+    assert [s["file"] for s in merged["sources"]] == [str(runs[0]), str(b)]
+    assert [s["command"] for s in merged["sources"]] == [
+        read_document(p)["command"] for p in (runs[0], b)
+    ]
+    assert [(r["backend_id"], r["source"]) for r in merged["results"]] == [
+        (f"fake:m@{host}", 0),
+        ("fake:m@ci-b", 1),
+    ]
+    assert [r["id"] for r in merged["backends"]] == [f"fake:m@{host}", "fake:m@ci-b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "m.json"]  # no temp file
+    # ... and every reader takes it.
+    code, out, _ = llmperf(capsys, "show", out_path, "--width", "120")
+    assert code == 0
+    assert "merged from 2 run(s):" in out
+    assert re.search(rf"test_bench\s+fake:m@{re.escape(host)}\s+10", out)
+    assert re.search(r"test_bench\s+fake:m@ci-b\s+10", out)
+    html = render_html(merged)
+    assert "fake:m@ci-b" in html
+    code, out, _ = llmperf(capsys, "compare", out_path, out_path)
+    assert code == 0
+    assert out.rstrip().endswith("llmperf compare: 4 PASS")
+
+
+def test_merge_refuses_the_same_benchmark_twice_from_one_machine(runs, capsys, tmp_path):
+    code, _, err = llmperf(capsys, "merge", *runs, "-o", tmp_path / "m.json")
+    assert code == 2
+    assert err.startswith("llmperf: error: cannot merge: test_bench.py::test_bench[fake:m]")
+    assert "which ran on the same machine" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_merge_refuses_different_schema_versions(runs, capsys, tmp_path):
+    def newer(doc):
+        doc["schema_version"] = 2
+
+    b = edited(runs[1], tmp_path / "b.json", newer)
+    code, _, err = llmperf(capsys, "merge", runs[0], b, "-o", tmp_path / "m.json")
+    assert code == 2
+    assert "cannot merge files of different schema_version" in err
+    assert f"{runs[0]} has 1, {b} has 2" in err
+
+
+def test_merge_of_different_benchmarks_needs_no_suffix_and_flattens(runs, capsys, tmp_path):
+    def other_test(doc):
+        doc["results"][0]["nodeid"] = "test_other.py::test_other[fake:m]"
+
+    b = edited(runs[1], tmp_path / "b.json", other_test)
+    c = edited(runs[1], tmp_path / "c.json", on_machine("ci-c"))
+    ab, abc = tmp_path / "ab.json", tmp_path / "abc.json"
+    assert llmperf(capsys, "merge", runs[0], b, "-o", ab)[0] == 0
+    assert [r["backend_id"] for r in read_document(ab)["results"]] == ["fake:m", "fake:m"]
+    assert llmperf(capsys, "merge", ab, c, "-o", abc)[0] == 0
+    merged = read_document(abc)
+    assert len(merged["sources"]) == 3  # carried over, not nested
+    assert [r["source"] for r in merged["results"]] == [0, 1, 2]
+    assert merged["sources"][2]["machine"] == "ci-c"
+    # test_bench ran on two machines now; test_other on one.
+    ids = {(r["nodeid"].split("::")[1], r["backend_id"]) for r in merged["results"]}
+    assert ("test_other[fake:m]", "fake:m") in ids
+    assert ("test_bench[fake:m]", "fake:m@ci-c") in ids
+
+
+# --- usage and input errors: exit 2, one line, never a traceback ---------------------------
+
+
+@pytest.mark.parametrize("command", ["show", "compare", "merge", "report"])
+def test_each_subcommand_has_help(capsys, command):
+    code, out, _ = llmperf(capsys, command, "--help")
+    assert code == 0
+    assert out.startswith(f"usage: llmperf {command}")
+
+
+def test_usage_errors_exit_2(capsys):
+    code, _, err = llmperf(capsys)
+    assert code == 2
+    assert "llmperf: error: the following arguments are required: COMMAND" in err
+    code, _, err = llmperf(capsys, "compare", "a.json")
+    assert (code, err.splitlines()[-1]) == (
+        2,
+        "llmperf compare: error: the following arguments are required: current",
+    )
+    code, _, err = llmperf(capsys, "compare", "a", "b", "--tolerance", "tpot_s=lots")
+    assert code == 2
+    assert "tolerance 'lots' for tpot_s is not a number" in err
+    code, _, err = llmperf(capsys, "report", "d", "--min-change", "much")
+    assert code == 2
+    assert "expected a percentage like 5% or 0.05, not 'much'" in err
+
+
+def bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    (tmp_path / "invalid.json").write_text('{"schema_version": 1, "created": ')
+    (tmp_path / "baseline.json").write_text('{"schema_version_": 1, "benchmarks": {}}')
+    doc = nights(1, lambda n, t: 1.0)[0]
+    (tmp_path / "future.json").write_text(json.dumps({**doc, "schema_version": 99}))
+    return {
+        "missing": (tmp_path / "missing.json", "missing.json: no such file"),
+        "invalid": (tmp_path / "invalid.json", "is not valid JSON (line 1 column"),
+        "wrong schema": (tmp_path / "baseline.json", "no schema_version (a baseline file"),
+        "future": (tmp_path / "future.json", "schema_version 99 is newer than this"),
+    }
+
+
+@pytest.mark.parametrize("command", ["show", "compare", "merge"])
+def test_bad_input_files_give_one_clear_line(capsys, tmp_path, command):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(nights(1, lambda n, t: 1.0)[0]))
+    for what, (path, message) in bad_inputs(tmp_path).items():
+        if command == "merge" and what == "future":
+            message = f"different schema_version: {good} has 1, {path} has 99"
+        args = {
+            "show": ["show", path],
+            "compare": ["compare", good, path],
+            "merge": ["merge", good, path, "-o", tmp_path / "out.json"],
+        }[command]
+        code, out, err = llmperf(capsys, *args)
+        assert code == 2, (path, out, err)
+        assert err.startswith("llmperf: error: ")
+        assert message in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_report_on_a_missing_empty_or_unreadable_history_exits_2(capsys, tmp_path):
+    code, _, err = llmperf(capsys, "report", tmp_path / "nope", "-o", tmp_path / "n.html")
+    assert (code, err) == (
+        2,
+        f"llmperf: error: history directory {tmp_path / 'nope'} does not exist\n",
+    )
+    (tmp_path / "empty").mkdir()
+    code, _, err = llmperf(capsys, "report", tmp_path / "empty", "-o", tmp_path / "n.html")
+    assert code == 2
+    assert f"no readable result files in {tmp_path / 'empty'}; run pytest with --llm-history" in err
+    (tmp_path / "empty" / "broken.json").write_text("{")
+    code, _, err = llmperf(capsys, "report", tmp_path / "empty", "-o", tmp_path / "n.html")
+    assert code == 2
+    assert err.splitlines()[0].startswith("llmperf: warning: skipped ")
+    assert "broken.json is not valid JSON" in err.splitlines()[0]
+    assert "(1 unreadable, listed above)" in err.splitlines()[1]
+    assert not (tmp_path / "n.html").exists()
+
+
+# --- the installed script -----------------------------------------------------------------
+
+
+def installed_llmperf() -> str:
+    found = shutil.which("llmperf", path=str(Path(sys.executable).parent)) or shutil.which(
+        "llmperf"
+    )
+    if found is None:
+        pytest.fail("the llmperf console script is not installed: pip install -e .")
+    return found
+
+
+def test_the_installed_script_runs_and_fails_cleanly(runs, tmp_path):
+    script = installed_llmperf()
+    done = subprocess.run(
+        [script, "compare", *map(str, runs)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stderr
+    assert "TPOT regressed" in done.stdout
+    done = subprocess.run(
+        [script, "show", str(tmp_path / "nope.json")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stderr == f"llmperf: error: {tmp_path / 'nope.json'}: no such file\n"
+    assert done.stdout == ""
+    hist = tmp_path / "hist"
+    for doc in nights(8, lambda n, t: 1.0 if n < 4 else 1.3):
+        append_run(hist, doc)
+    done = subprocess.run(
+        [script, "report", str(hist), "-o", str(tmp_path / "n.html")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"wrote {tmp_path / 'n.html'} (8 night(s)" in done.stdout
+    html = (tmp_path / "n.html").read_text()
+    assert set(re.findall(r'<tr class="step" data-night="(\d+)"', html)) == {"4"}
+    assert f"<code>{commit_of(4)[:10]}</code>" in html
+    versions = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+    assert versions.returncode == 0
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*\n", versions.stdout)
+
+
+def test_report_reads_a_history_written_by_the_plugin(fake, monkeypatch, capsys):
+    fake.makepyfile(test_bench=BENCH)
+    for delay in ("1", "1", "3"):
+        monkeypatch.setenv("FAKE_DELAY_MS", delay)
+        result = fake.runpytest("--llm=fake:m", "--llm-runs=5", "--llm-history=hist")
+        result.assert_outcomes(passed=1)
+    code, out, _ = llmperf(capsys, "report", fake.path / "hist", "-o", fake.path / "n.html")
+    assert code == 0
+    assert "(3 night(s)" in out
+    html = (fake.path / "n.html").read_text()
+    assert 'test_bench.py::test_bench[fake:m] <span class="backend">on fake:m</span>' in html
+    assert html.count("<svg") == 1
+    # Three nights cannot hold a step of three nights on each side.
+    assert 'class="step"' not in html
+
+
+# --- report: steps and regressions over synthetic nights ----------------------------------
+
+TESTS = ("test_chat", "test_code", "test_long", "test_short")
+
+
+def report(capsys, tmp_path: Path, docs, *args: str) -> str:
+    hist = tmp_path / "hist"
+    for doc in docs:
+        append_run(hist, doc)
+    out_path = tmp_path / "nightly.html"
+    code, out, err = llmperf(capsys, "report", hist, "-o", out_path, *args)
+    assert code == 0, err
+    assert f"llmperf: wrote {out_path} ({len(docs)} night(s)" in out
+    return out_path.read_text()
+
+
+def step_nights(html: str) -> set[int]:
+    return {int(n) for n in re.findall(r'<tr class="step" data-night="(\d+)"', html)}
+
+
+def rows(html: str, kind: str) -> list[str]:
+    return re.findall(rf'<tr class="{kind}" data-night="\d+">(.*?)</tr>', html, re.S)
+
+
+def test_report_marks_the_night_of_a_step_and_no_other(capsys, tmp_path):
+    docs = nights(30, lambda n, t: 1.2 if t == "test_code" and n >= 17 else 1.0, tests=TESTS)
+    html = report(capsys, tmp_path, docs, "--recent", "14")
+    assert step_nights(html) == {17}
+    steps = rows(html, "step")
+    # Every latency metric of that one benchmark moved; nothing else did.
+    assert all("test_code[fake:m]" in row for row in steps)
+    metrics = {re.findall(r"<td>(\w+)</td>", row)[-1] for row in steps}
+    assert {"tpot_s", "e2e_s", "ttft_s", "decode_tps", "sec_per_token"} >= metrics >= {"tpot_s"}
+    tpot = next(row for row in steps if "<td>tpot_s</td>" in row)
+    change = float(re.search(r"step \+([\d.]+)%", tpot).group(1))
+    assert 12 < change < 28
+    assert f"<code>{commit_of(17)[:10]}</code>" in tpot
+    assert "2026-10-18 03:00" in tpot
+    # Within the last 14 nights, so it is a regression with the commit that introduced it.
+    regressions = rows(html, "regression")
+    assert regressions
+    assert all(f"<code>{commit_of(17)[:10]}</code>" in row for row in regressions)
+    # On the chart: a vertical line labelled with the date and commit, on that chart only.
+    charts = re.findall(r'<section class="chart[^"]*">(.*?)</section>', html, re.S)
+    assert len(charts) == len(TESTS)
+    labelled = [c for c in charts if f"10-18 {commit_of(17)[:7]} +" in c]
+    assert len(labelled) == 1
+    assert "test_code[fake:m]" in labelled[0]
+    assert charts[0] is not None and "test_code[fake:m]" in charts[0]  # what changed comes first
+
+
+def test_report_of_flat_nights_marks_nothing(capsys, tmp_path):
+    html = report(capsys, tmp_path, nights(30, lambda n, t: 1.0, tests=TESTS))
+    assert step_nights(html) == set()
+    assert "No sustained shift in any metric." in html
+    assert "None: no gate said REGRESSION" in html
+
+
+def test_report_ignores_one_wild_night(capsys, tmp_path):
+    docs = nights(30, lambda n, t: 1.8 if n == 12 else 1.0, tests=TESTS)
+    assert step_nights(report(capsys, tmp_path, docs)) == set()
+
+
+def test_report_marks_two_steps(capsys, tmp_path):
+    def level(night, test):
+        if test != "test_long":
+            return 1.0
+        return 1.0 if night < 10 else 1.3 if night < 20 else 1.0
+
+    html = report(capsys, tmp_path, nights(30, level, tests=TESTS, seed=1))
+    assert step_nights(html) == {10, 20}
+    tpot = [row for row in rows(html, "step") if "<td>tpot_s</td>" in row]
+    assert len(tpot) == 2
+    assert 'class="worse">step +' in tpot[1]  # newest first: 10 was the slowdown
+    assert 'class="better">step -' in tpot[0]
+
+
+def test_report_lists_recent_gate_regressions_with_their_commit(capsys, tmp_path):
+    docs = nights(
+        10,
+        lambda n, t: 1.0,
+        gate=lambda n, t: regression_gate(1.18) if n == 8 else None,
+    )
+    html = report(capsys, tmp_path, docs, "--recent", "3")
+    (row,) = rows(html, "regression")
+    assert f"<code>{commit_of(8)[:10]}</code>" in row
+    assert "gate REGRESSION +18.0%, tolerance 5%, p=1e-05" in row
+    assert "1 REGRESSION" in html  # the nights table
+    html = report(capsys, tmp_path / "older", docs, "--recent", "1")
+    assert rows(html, "regression") == []
+
+
+def test_report_includes_quality_scores_and_their_steps(capsys, tmp_path):
+    docs = nights(20, lambda n, t: 1.0)
+    for night, doc in enumerate(docs):
+        score = 85.0 if night < 12 else 60.0
+        doc["quality"] = [
+            {
+                "nodeid": doc["results"][0]["nodeid"],
+                "backend": "fake:m",
+                "backend_id": "fake:m",
+                "score": score + (night % 3),
+            }
+        ]
+    html = report(capsys, tmp_path, docs)
+    (row,) = rows(html, "step")
+    assert "<td>quality</td>" in row
+    assert "step -2" in row  # points, not percent
+    assert "quality % (0-100)" in html
+
+
+def test_a_corrupt_file_in_the_history_is_reported_not_included(capsys, tmp_path):
+    hist = tmp_path / "hist"
+    docs = nights(6, lambda n, t: 1.0)
+    for doc in docs:
+        append_run(hist, doc)
+    (hist / "20261231T000000Z_partial.json").write_text(json.dumps(docs[0])[:500])
+    code, out, err = llmperf(capsys, "report", hist, "-o", tmp_path / "n.html")
+    assert code == 0
+    assert "(6 night(s)" in out
+    assert err.startswith("llmperf: warning: skipped ")
+    assert "20261231T000000Z_partial.json is not valid JSON" in err
+    html = (tmp_path / "n.html").read_text()
+    assert "1 file(s) skipped, not included anywhere below" in html
+    assert "20261231T000000Z_partial.json is not valid JSON" in html
+    assert "2026-12-31" not in html
+
+
+def test_merged_nights_keep_machines_apart_in_the_report(capsys, tmp_path):
+    docs_a = nights(8, lambda n, t: 1.0, seed=1)
+    docs_b = nights(8, lambda n, t: 1.0 if n < 4 else 1.4, seed=2)
+    hist = tmp_path / "hist"
+    for night, (a, b) in enumerate(zip(docs_a, docs_b, strict=True)):
+        b["environment"]["machine_info"]["node"] = "ci-b"
+        pa, pb = tmp_path / f"a{night}.json", tmp_path / f"b{night}.json"
+        pa.write_text(json.dumps(a))
+        pb.write_text(json.dumps(b))
+        assert llmperf(capsys, "merge", pa, pb, "-o", hist / f"n{night}.json")[0] == 0
+    code, _, _ = llmperf(capsys, "report", hist, "-o", tmp_path / "n.html")
+    assert code == 0
+    html = (tmp_path / "n.html").read_text()
+    steps = rows(html, "step")
+    assert steps
+    assert all("<td>fake:m@ci-b</td>" in row for row in steps)
+    assert step_nights(html) == {4}
+    assert "ci-a, ci-b" in html  # the nights table names both machines
+
+
+def test_names_are_escaped_everywhere(capsys, tmp_path):
+    docs = nights(8, lambda n, t: 1.0 if n < 4 else 1.5)
+    for doc in docs:
+        doc["results"][0]["nodeid"] = "t.py::test_<script>alert(1)</script>[$x$]"
+        doc["results"][0]["backend_id"] = "fake:<b>m</b>"
+    html = report(capsys, tmp_path, docs)
+    assert "<script" not in html
+    assert "<b>m</b>" not in html
+    assert "test_&lt;script&gt;alert(1)&lt;/script&gt;[$x$]" in html
+    assert step_nights(html) == {4}
+
+
+def test_the_nightly_page_reads_right_in_chromium(capsys, tmp_path):
+    chromium = pytest.importorskip("chromium")
+    if chromium.chromium_path() is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    docs = nights(30, lambda n, t: 1.2 if t == "test_code" and n >= 17 else 1.0, tests=TESTS)
+    report(capsys, tmp_path, docs, "--recent", "14")
+    page = chromium.open_page(
+        tmp_path / "nightly.html",
+        tmp_path / "shot.png",
+        expressions={
+            "charts": "document.querySelectorAll('section.chart svg').length",
+            "steps": "[...document.querySelectorAll('tr.step')].map(r => r.dataset.night)",
+            "regressions": "document.querySelectorAll('tr.regression').length",
+            "scripts": "document.scripts.length",
+            "chartWidth": "document.querySelector('section.chart svg').getBoundingClientRect()"
+            ".width",
+            "overflow": "document.documentElement.scrollWidth > window.innerWidth",
+            "label": "[...document.querySelectorAll('svg text')].map(t => t.textContent)"
+            ".filter(t => t.includes('10-18')).length",
+        },
+    )
+    assert page.problems == []
+    assert page.requests == [(tmp_path / "nightly.html").as_uri()]  # nothing fetched
+    assert page.values["charts"] == len(TESTS)
+    assert set(page.values["steps"]) == {"17"}
+    assert page.values["regressions"] >= 1
+    assert page.values["scripts"] == 0
+    assert page.values["chartWidth"] > 300
+    assert page.values["overflow"] is False
+    assert page.values["label"] >= 1
+    assert page.screenshot.stat().st_size > 10_000
+
+
+def test_unchanged_benchmarks_beyond_max_charts_are_listed_not_drawn(capsys, tmp_path):
+    tests = ("test_a", "test_b", "test_c", "test_d", "test_e")
+    docs = nights(12, lambda n, t: 1.4 if t == "test_e" and n >= 6 else 1.0, tests=tests)
+    html = report(capsys, tmp_path, docs, "--max-charts", "2")
+    charts = re.findall(r'<section class="chart[^"]*">\s*<h3>([^<]*)<', html)
+    assert charts == [
+        "tests/test_bench.py::test_e[fake:m] ",
+        "tests/test_bench.py::test_a[fake:m] ",
+    ]
+    assert html.count("<svg") == 2
+    assert "3 unchanged benchmark(s) not drawn" in html
+    for test in ("test_b", "test_c", "test_d"):
+        assert f"tests/test_bench.py::{test}[fake:m] [fake:m]" in html
+
+
+def test_load_throughput_is_followed_and_a_drop_is_a_regression(capsys, tmp_path):
+    docs = nights(12, lambda n, t: 1.0)
+    for night, doc in enumerate(docs):
+        rps = [(8.0 if night < 6 else 6.0) * (1 + 0.01 * (i % 3)) for i in range(10)]
+        doc["results"][0]["samples"]["throughput_rps"] = rps
+        doc["results"][0]["stats"]["throughput_rps"] = {"n": 10, "median": sorted(rps)[5]}
+    html = report(capsys, tmp_path, docs, "--recent", "12")
+    (row,) = [r for r in rows(html, "regression") if "<td>throughput_rps</td>" in r]
+    assert "step -25.0% (median 8.08 -&gt; 6.06)" in row
+    assert "throughput (req/s)" in html
+
+
+def test_show_lists_gate_verdicts_quality_and_backend_errors(capsys, tmp_path):
+    doc = nights(1, lambda n, t: 1.0, gate=lambda n, t: regression_gate(1.25))[0]
+    nodeid = doc["results"][0]["nodeid"]
+    doc["quality"] = [
+        {
+            "nodeid": nodeid,
+            "backend": "fake:m",
+            "backend_id": "fake:m",
+            "score": s,
+            "spread": {"sd": None},
+        }
+        for s in (70.0, 90.0)
+    ]
+    doc["quality_gate"] = [
+        {
+            "backend": "fake:m",
+            "backend_id": "fake:m",
+            "verdict": "REGRESSION",
+            "n_pairs": 2,
+            "margin": 5.0,
+            "alpha": 0.05,
+            "mean_diff": -20.0,
+            "ci_low": -30.0,
+            "ci_high": -10.0,
+            "p_noninferior": 0.9,
+            "p_regression": 0.01,
+            "method": "sign-flip permutation",
+        }
+    ]
+    doc["backend_errors"] = {"fake:broken": "fake model 'broken' is corrupt"}
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(doc))
+    code, out, _ = llmperf(capsys, "show", path, "--width", "120")
+    assert code == 0
+    assert f"commit {commit_of(0)[:12]}" in out.splitlines()[0]
+    assert re.search(r"test_chat\s+fake:m\s+10 .* REGRESSION \+25%", out)
+    assert "gate: 1 REGRESSION" in out
+    assert f"REGRESSION {nodeid} [fake:m]: TPOT regressed +25.0%" in out
+    assert re.search(r"test_chat\s+fake:m\s+2\s+80\.0\s+70\s+90", out)
+    assert "REGRESSION fake:m: 2 pairs, mean diff -20.0 points" in out
+    assert "quality REGRESSION: the run fails (--llm-fail-on=both)" in out
+    assert "backend could not start: fake:broken: fake model 'broken' is corrupt" in out
+
+
+def test_report_last_n_nights_only(capsys, tmp_path):
+    docs = nights(30, lambda n, t: 1.2 if n >= 10 else 1.0)
+    html = report(capsys, tmp_path, docs)
+    assert step_nights(html) == {10}
+    out_path = tmp_path / "last.html"
+    code, out, _ = llmperf(capsys, "report", tmp_path / "hist", "-o", out_path, "--last", "15")
+    assert code == 0
+    assert "(15 night(s)" in out
+    html = out_path.read_text()
+    assert step_nights(html) == set()  # the step is before the window
+    assert "15 night(s), 2026-10-16 to 2026-10-30" in html

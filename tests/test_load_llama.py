@@ -1,0 +1,104 @@
+"""``llm_load`` against llama.cpp's own server (``llama_cpp.server``, real HTTP) and the tiny
+GGUF: closed and open loop produce real tokens, counted by the client.
+
+By default that server interrupts a running completion when another request arrives
+(``interrupt_requests``): under concurrent load the cut streams are counted as errors, never
+sampled. The main test turns that off, as one would to serve several clients.
+"""
+
+import json
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+
+pytest.importorskip("llama_cpp.server")
+
+from llama_server import free_port, serve
+from tiny_gguf import write_tiny_gguf
+
+
+@contextmanager
+def serve_uninterrupted(model):
+    import uvicorn
+    from llama_cpp.server.app import create_app
+    from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+    port = free_port()
+    app = create_app(
+        server_settings=ServerSettings(host="127.0.0.1", port=port, interrupt_requests=False),
+        model_settings=[
+            ModelSettings(
+                model=str(model), model_alias="tiny", n_ctx=512, n_threads=1, verbose=False
+            )
+        ],
+    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline, "llama_cpp.server did not start within 60 s"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return write_tiny_gguf(tmp_path_factory.mktemp("load") / "tiny.gguf")
+
+
+@pytest.fixture(scope="module")
+def server_url(model):
+    with serve_uninterrupted(model) as url:
+        yield url
+
+
+def test_closed_and_open_loop_against_llama_cpp_server(pytester, server_url):
+    pytester.makepyfile(
+        """
+        def test_load(llm_load):
+            closed = llm_load(["hello", "a b c"], concurrency=2, requests=6, max_tokens=8)
+            opened = llm_load("hello", rate=4.0, requests=6, max_tokens=8, seed=1)
+            assert len(closed) == len(opened) == 1
+        """
+    )
+    result = pytester.runpytest(
+        f"--llm=openai:tiny@{server_url}?timeout=30&deadline=60", "--llm-json=out.json"
+    )
+    result.assert_outcomes(passed=1)
+    closed, opened = json.loads((pytester.path / "out.json").read_text())["results"]
+    assert closed["name"] == "load[c=2]" and opened["name"] == "load2[rate=4]"
+    for entry in (closed, opened):
+        load = entry["load"]
+        assert load["requests"] == load["succeeded"] == 6 and load["errors"] == {}
+        # llama.cpp's server streams no usage: one content delta is one token, 8 per request.
+        assert entry["stats"]["output_tokens"]["median"] == 8
+        assert entry["stats"]["ttft_s"]["n"] == 6 and entry["stats"]["itl_s"]["n"] == 6 * 7
+        assert load["throughput_rps"] > 0 and load["output_tps"] > 0
+    assert opened["load"]["mode"] == "open" and opened["params"]["rate"] == 4.0
+
+
+def test_a_server_that_interrupts_requests_shows_as_errors_not_samples(pytester, model):
+    pytester.makepyfile(
+        """
+        def test_load(llm_load):
+            llm_load("hello", concurrency=3, requests=9, max_tokens=16, warmup=0)
+        """
+    )
+    with serve(model, "tiny") as url:
+        result = pytester.runpytest(
+            f"--llm=openai:tiny@{url}?timeout=30&deadline=60", "--llm-json=out.json"
+        )
+    result.assert_outcomes(passed=1)
+    [entry] = json.loads((pytester.path / "out.json").read_text())["results"]
+    load = entry["load"]
+    assert load["requests"] == 9
+    assert sum(load["errors"].values()) == load["failed"] == 9 - load["succeeded"]
+    assert set(load["errors"]) <= {"connection", "stream_cut"}
+    assert entry["stats"]["ttft_s"]["n"] == load["succeeded"]
