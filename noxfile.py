@@ -60,9 +60,17 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The latency suite on the embedded model: a table in the terminal and a JSON report."""
+    """The latency suite on the embedded model: a table in the terminal, JSON results, an HTML
+    report and a Markdown summary."""
     session.install(".[llamacpp]", env=BUILD_ENV)
-    session.run("pytest", "suites/latency", "--llm-json=llmperf-results.json", *session.posargs)
+    session.run(
+        "pytest",
+        "suites/latency",
+        "--llm-json=llmperf-results.json",
+        "--llm-html=llmperf-report.html",
+        "--llm-markdown=llmperf-summary.md",
+        *session.posargs,
+    )
 
 
 @nox.session

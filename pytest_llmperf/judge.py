@@ -29,6 +29,7 @@ from typing import Any
 from .backends import Chunk, Message, Prompt, Request
 from .errors import JudgeError, LLMPerfError, LLMPerfWarning, TransientError
 from .harness import LLMHandle
+from .redact import redact
 from .results import write_json_atomic
 
 __all__ = [
@@ -341,7 +342,7 @@ class Judge:
             "raw": grade.raw,
         }
         try:
-            write_json_atomic(self.cache_dir / f"{key}.json", entry)
+            write_json_atomic(self.cache_dir / f"{key}.json", redact(entry))
         except OSError as exc:
             if not self._cache_warned:  # a read-only cache costs requests, not correctness
                 self._cache_warned = True
