@@ -38,6 +38,9 @@ class Reply:
     #: Send ``: ping`` comments during the stall (keeps a read timeout from firing).
     ping_every: float | None = None
     usage: bool = False
+    #: Each event carries a running ``usage.completion_tokens`` (vLLM's continuous usage
+    #: stats) as if it held this many tokens.
+    tokens_per_event: int | None = None
     #: Stream this text (in pieces of up to 8 characters) instead of ``tokens`` dummy words.
     text: str | None = None
 
@@ -158,6 +161,9 @@ class ScriptedServer:
                             "model": "m",
                             "choices": [choice],
                         }
+                        if reply.tokens_per_event is not None:
+                            done = reply.tokens_per_event * (i + 1)
+                            event["usage"] = {"prompt_tokens": 3, "completion_tokens": done}
                         self._chunk(f"data: {json.dumps(event)}\n\n")
                         if i == 0 and reply.malformed is not None:
                             self._chunk(f"data: {reply.malformed}\n\n")

@@ -61,9 +61,9 @@ def test_a_cut_stream_says_how_far_it_got(server):
 @pytest.mark.parametrize(
     ("reply", "message"),
     [
-        (Reply(status=401), r"refused the API key \(HTTP 401\)"),
-        (Reply(status=404), r"does not know model 'm' \(HTTP 404\)"),
-        (Reply(status=400), r"answered HTTP 400"),
+        (Reply(status=401), r"refused the API key \(HTTP 401\): scripted 401$"),
+        (Reply(status=404), r"does not know model 'm' \(HTTP 404\): scripted 404$"),
+        (Reply(status=400), r"answered HTTP 400: scripted 400$"),
         (Reply(malformed="{not json"), "malformed server-sent event after 1 chunks"),
     ],
 )
@@ -228,3 +228,14 @@ def test_requests_reuse_one_connection_so_ttft_holds_no_handshake(server):
     ports = {r["client_port"] for r in server.requests}
     assert len(server.requests) == 5
     assert len(ports) == 1, f"one keep-alive connection expected, saw client ports {ports}"
+
+
+def test_a_chunk_holding_several_tokens_counts_them_all(server):
+    # vLLM batches tokens into one event and says so in a running usage count: a chunk is not
+    # a token, and ITL must be spread over the tokens it holds.
+    server.script = [Reply(tokens=4, tokens_per_event=3, usage=False)]
+    items = list(backend(server.url).stream(Request("hi", max_tokens=12)))
+    chunks = [i for i in items if isinstance(i, Chunk)]
+    assert [c.tokens for c in chunks] == [3, 3, 3, 3]
+    generation = measure(backend(server.url).stream(Request("hi", max_tokens=12)))
+    assert generation.output_tokens == 12

@@ -1,76 +1,27 @@
-"""The openai backend's concurrent path for ``llm_load``: ``openai.AsyncOpenAI``, streaming.
+"""The openai backend's concurrent path for ``llm_load``: the SDK's async HTTP client, streaming.
 
-The same request body, event parsing and error translation as the blocking path
-(:class:`~pytest_llmperf.backends.openai.OpenAIBackend`), on the SDK's async client so one event
-loop keeps hundreds of requests in flight. The client's connection pool is sized to the load's
+The same request body, headers, event parsing and error translation as the blocking path
+(:class:`~pytest_llmperf.backends.openai.OpenAIBackend`), on ``openai.DefaultAsyncHttpxClient`` so
+one event loop keeps hundreds of requests in flight. Its connection pool is sized to the load's
 concurrency, so requests never queue for a connection inside the client (which would count as
-server latency). ``deadline`` bounds each whole request with ``asyncio.timeout``.
+server latency). ``deadline`` bounds each whole request (a timer that cancels the task).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import GenerationError, InvalidRequest, TransientError
 from . import Chunk, Request, Usage
+from .openai import _http_module, chunk_tokens, request_body
 
 if TYPE_CHECKING:
     from .openai import OpenAIBackend
 
-__all__ = ["AsyncOpenAIStreamer", "chunk_tokens"]
-
-
-def chunk_tokens(event: Mapping[str, Any], counted: int) -> tuple[int, int]:
-    """Output tokens one content event carries, and the running count after it.
-
-    Servers that send a running ``usage.completion_tokens`` with every chunk (vLLM's continuous
-    usage stats) say how many tokens a batched chunk holds; otherwise a content delta is one.
-
-    >>> chunk_tokens({"usage": {"completion_tokens": 3}}, 1)
-    (2, 3)
-    >>> chunk_tokens({}, 3)
-    (1, 4)
-    """
-    usage = event.get("usage") or {}
-    total = usage.get("completion_tokens")
-    if isinstance(total, int) and total > counted:
-        return total - counted, total
-    return 1, counted + 1
-
-
-def _http_module() -> Any:
-    """The HTTP library openai is built on (``httpx`` for 1.x/2.x, ``httpx2`` for 3.x)."""
-    import openai
-
-    client_class = openai.DefaultAsyncHttpxClient.__mro__[1]
-    return sys.modules[client_class.__module__.split(".")[0]]
-
-
-def request_body(backend: OpenAIBackend, request: Request) -> tuple[str, dict[str, Any]]:
-    """The endpoint path and JSON body for one request."""
-    body: dict[str, Any] = {
-        "model": backend.spec.model,
-        "max_tokens": request.max_tokens,
-        "temperature": request.temperature,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        **request.options,
-    }
-    if request.seed is not None:
-        body["seed"] = request.seed
-    if backend.opts["api"] == "completions":
-        if not isinstance(request.prompt, str):
-            raise InvalidRequest("api=completions takes a string prompt, not chat messages")
-        body["prompt"] = request.prompt
-        return "/completions", body
-    prompt = request.prompt
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    body["messages"] = [dict(m) for m in messages]
-    return "/chat/completions", body
+__all__ = ["AsyncOpenAIStreamer"]
 
 
 class AsyncOpenAIStreamer:
@@ -79,18 +30,9 @@ class AsyncOpenAIStreamer:
     def __init__(self, backend: OpenAIBackend, limit: int) -> None:
         import openai
 
-        http = _http_module()
+        limits = _http_module().Limits(max_connections=limit, max_keepalive_connections=limit)
         self._backend = backend
-        self._http = http
-        self._client = openai.AsyncOpenAI(
-            base_url=backend.spec.base_url,
-            api_key=backend._api_key() or "not-needed",
-            timeout=backend.opts["timeout"],
-            max_retries=0,
-            http_client=openai.DefaultAsyncHttpxClient(
-                limits=http.Limits(max_connections=limit, max_keepalive_connections=limit)
-            ),
-        )
+        self._http = openai.DefaultAsyncHttpxClient(timeout=backend.opts["timeout"], limits=limits)
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk | Usage]:
         backend = self._backend
@@ -113,9 +55,14 @@ class AsyncOpenAIStreamer:
 
         timer = asyncio.get_running_loop().call_later(backend.opts["deadline"], expire)
         try:
-            response = await self._client.post(
-                path, cast_to=self._http.Response, body=body, stream=True
+            http = self._http
+            outgoing = http.build_request(
+                "POST", backend._base_url + path, headers=backend._headers, content=json.dumps(body)
             )
+            response = await http.send(outgoing, stream=True)
+            if response.status_code >= 400:
+                await response.aread()
+                raise backend.status_error(response.status_code, response.headers, response.text)
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
                     continue  # blank separators, ": ping" comments, "event:" names
@@ -149,7 +96,7 @@ class AsyncOpenAIStreamer:
             if uncancel is not None:
                 uncancel()
             raise backend._deadline_error(chunks) from exc
-        except (TransientError, InvalidRequest):
+        except (TransientError, GenerationError, InvalidRequest):
             raise
         except Exception as exc:
             translated = backend._translate(exc, chunks)
@@ -168,4 +115,4 @@ class AsyncOpenAIStreamer:
             yield Usage(None, "chunks")
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._http.aclose()

@@ -3,9 +3,15 @@
 ``openai:MODEL`` talks to the OpenAI API (``OPENAI_API_KEY``); ``openai:MODEL@BASE_URL`` to any
 compatible server. Streams chat completions (``?api=completions`` for the legacy endpoint) and
 asks for usage in the stream; servers that ignore that (llama.cpp's does) are counted one token
-per content delta, and ``token_source`` says which happened.
+per content delta (or by the running usage count of servers that batch tokens into one delta),
+and ``token_source`` says which happened.
 
-The SDK never retries: a 429, 5xx, timeout or cut stream becomes a
+The SDK configures everything once at load (base URL, key, organisation and project headers,
+user agent, its HTTP client) and checks the server with ``GET /models``; each timed request then
+goes straight to that HTTP client, because the SDK's per-request machinery costs ~0.8 ms of client
+CPU that would sit inside every TTFT (``benchmarks/backends.py`` measures what is left).
+
+Nothing retries inside a request: a 429, 5xx, timeout or cut stream becomes a
 :class:`~pytest_llmperf.errors.TransientError` that the harness counts (and retries as a fresh,
 separately timed attempt), so a retry never hides inside a latency sample. ``timeout`` bounds
 the silence between bytes; ``deadline`` bounds the whole request, because a server that sends
@@ -19,8 +25,7 @@ import json
 import os
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +33,7 @@ from ..errors import BackendUnavailable, GenerationError, InvalidRequest, Transi
 from ..options import Option
 from ..spec import LLMSpec
 from . import Chunk, Request, Usage
+from ._watchdog import Watchdog
 
 __all__ = ["OpenAIBackend"]
 
@@ -50,7 +56,10 @@ class OpenAIBackend:
         self.spec = spec
         self.opts = dict(options)
         self._client: Any = None
-        self._watchdog = _Watchdog()
+        self._http: Any = None
+        self._base_url = ""
+        self._headers: dict[str, str] = {}
+        self._watchdog = Watchdog()
 
     @property
     def model_file(self) -> Path | None:
@@ -82,6 +91,12 @@ class OpenAIBackend:
             timeout=self.opts["timeout"],
             max_retries=0,
         )
+        # Requests bypass the SDK's per-call machinery (see _create) but keep its configuration:
+        # base URL, key, organisation and project headers, user agent, and its HTTP client.
+        self._base_url = str(self._client.base_url).rstrip("/")
+        headers = {**self._client.default_headers, **self._client.auth_headers}
+        self._headers = {k: v for k, v in headers.items() if isinstance(v, str)}
+        self._http = openai.DefaultHttpxClient(timeout=self.opts["timeout"])
         try:
             self._client.models.list()
         except openai.AuthenticationError as exc:
@@ -96,43 +111,58 @@ class OpenAIBackend:
     def _create(self, request: Request) -> Any:
         """Send the request; returns the HTTP response, its body not yet read.
 
-        Through the SDK's documented ``client.post(path, cast_to=<http Response>)``: the SDK
-        still authenticates, applies timeouts and raises its typed HTTP errors, but skips the
-        per-request type transformation of ``chat.completions.create`` (about 1 ms of client
-        CPU in every TTFT; see benchmarks/backends.py).
+        Straight to the SDK's own HTTP client, with the headers the SDK built at load: going
+        through ``chat.completions.create``, or even the SDK's ``client.post``, costs ~0.8 ms of
+        client CPU per request (type transformation, option models, auth and retry wrappers),
+        and all of it lands inside TTFT (benchmarks/backends.py measures it).
         """
-        body: dict[str, Any] = {
-            "model": self.spec.model,
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            **request.options,
-        }
-        if request.seed is not None:
-            body["seed"] = request.seed
-        if self.opts["api"] == "completions":
-            if not isinstance(request.prompt, str):
-                raise InvalidRequest("api=completions takes a string prompt, not chat messages")
-            body["prompt"] = request.prompt
-            path = "/completions"
-        else:
-            prompt = request.prompt
-            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-            body["messages"] = list(messages)
-            path = "/chat/completions"
-        return self._client.post(path, cast_to=_http_module().Response, body=body, stream=True)
+        path, body = request_body(self, request)
+        http = self._http
+        outgoing = http.build_request(
+            "POST", self._base_url + path, headers=self._headers, content=json.dumps(body)
+        )
+        response = http.send(outgoing, stream=True)
+        if response.status_code >= 400:
+            try:
+                response.read()
+            finally:
+                response.close()
+            raise self.status_error(response.status_code, response.headers, response.text)
+        return response
+
+    def status_error(self, status: int, headers: Mapping[str, str], text: str) -> Exception:
+        """An HTTP error answer as one of ours: 429 and 5xx are transient (counted, retried as
+        fresh attempts), anything else fails the test with the server's own message."""
+        where = self._where
+        detail = _error_detail(text)
+        if status == 429:
+            return TransientError(
+                f"{where} rate-limited the request (HTTP 429): {detail}",
+                kind="rate_limit",
+                retry_after=_retry_after(headers),
+            )
+        if status >= 500:
+            return TransientError(
+                f"{where} failed with HTTP {status}: {detail}",
+                kind="server_error",
+                retry_after=_retry_after(headers),
+            )
+        if status == 401:
+            return GenerationError(f"{where} refused the API key (HTTP 401): {detail}")
+        if status == 404:
+            return GenerationError(
+                f"{where} does not know model {self.spec.model!r} (HTTP 404): {detail}"
+            )
+        return GenerationError(f"{where} answered HTTP {status}: {detail}")
 
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
-        # The SDK builds the request, authenticates and raises typed HTTP errors; the event
-        # stream is parsed here with plain json.loads, because the SDK's model objects cost
-        # ~0.3 ms per chunk of client CPU that would land in every TTFT and ITL (see
-        # benchmarks/backends.py).
+        # The event stream is parsed with plain json.loads: the SDK's model objects cost
+        # ~0.3 ms per chunk of client CPU that would land in every TTFT and ITL.
         if request.max_tokens < 1:
             raise InvalidRequest(f"max_tokens must be >= 1, got {request.max_tokens}")
         usage: dict[str, Any] | None = None
         chat = self.opts["api"] == "chat"
-        chunks = 0
+        chunks = counted = 0
         finished = False
         expired = threading.Event()
         armed = False
@@ -169,15 +199,15 @@ class OpenAIBackend:
                 text = choices[0]["delta"].get("content") if chat else choices[0].get("text")
                 if text:
                     chunks += 1
-                    yield Chunk(text, 1)
-            else:
-                if expired.is_set():  # closing the response may end the iteration quietly
-                    raise self._deadline_error(chunks)
-                if not finished:  # some servers omit [DONE] after a finish_reason
-                    raise TransientError(
-                        f"{self._where} ended the stream without [DONE] after {chunks} chunks",
-                        kind="stream_cut",
-                    )
+                    tokens, counted = chunk_tokens(event, counted)
+                    yield Chunk(text, tokens)
+            if expired.is_set():  # closing the response may end the iteration quietly
+                raise self._deadline_error(chunks)
+            if not finished:  # some servers omit [DONE] after a finish_reason
+                raise TransientError(
+                    f"{self._where} ended the stream without [DONE] after {chunks} chunks",
+                    kind="stream_cut",
+                )
         except Exception as exc:
             if expired.is_set() and not isinstance(exc, TransientError):
                 raise self._deadline_error(chunks) from exc
@@ -211,55 +241,20 @@ class OpenAIBackend:
         )
 
     def _translate(self, exc: Exception, chunks: int) -> Exception:
-        """The SDK's exception as one of ours; unknown exceptions pass through unchanged."""
-        import openai
-
+        """A transport or parsing failure as one of ours; others pass through unchanged."""
         where = self._where
-        if isinstance(exc, openai.APITimeoutError):
-            return TransientError(
-                f"{where} sent nothing for timeout={self.opts['timeout']:g} s "
-                f"({chunks} chunks received)",
-                kind="timeout",
-            )
         if isinstance(exc, _transport_errors()):
-            # Raised while reading the body, outside the SDK's own error translation.
-            timeout = "Timeout" in type(exc).__name__
-            if timeout:
+            if "Timeout" in type(exc).__name__:
                 return TransientError(
                     f"{where} sent nothing for timeout={self.opts['timeout']:g} s "
                     f"({chunks} chunks received)",
                     kind="timeout",
                 )
-            kind = "stream_cut" if chunks else "connection"
-            return TransientError(
-                f"{where} broke the stream after {chunks} chunks: {exc}", kind=kind
-            )
-        if isinstance(exc, openai.APIConnectionError):
             if chunks:
                 return TransientError(
-                    f"{where} cut the stream after {chunks} chunks: {exc}", kind="stream_cut"
+                    f"{where} broke the stream after {chunks} chunks: {exc}", kind="stream_cut"
                 )
             return TransientError(f"lost {where}: {exc}", kind="connection")
-        if isinstance(exc, openai.RateLimitError):
-            return TransientError(
-                f"{where} rate-limited the request (HTTP 429): {exc}",
-                kind="rate_limit",
-                retry_after=_retry_after(exc.response.headers),
-            )
-        if isinstance(exc, openai.InternalServerError):
-            return TransientError(
-                f"{where} failed with HTTP {exc.status_code}: {exc}",
-                kind="server_error",
-                retry_after=_retry_after(exc.response.headers),
-            )
-        if isinstance(exc, openai.AuthenticationError):
-            return GenerationError(f"{where} refused the API key (HTTP 401): {exc}")
-        if isinstance(exc, openai.NotFoundError):
-            return GenerationError(
-                f"{where} does not know model {self.spec.model!r} (HTTP 404): {exc}"
-            )
-        if isinstance(exc, openai.APIStatusError):
-            return GenerationError(f"{where} answered HTTP {exc.status_code}: {exc}")
         if isinstance(exc, json.JSONDecodeError | KeyError | TypeError | AttributeError):
             # A malformed event would make any token count a guess: fail, do not skip it.
             return GenerationError(
@@ -279,9 +274,66 @@ class OpenAIBackend:
 
     def close(self) -> None:
         self._watchdog.stop()
+        if self._http is not None:
+            self._http.close()
+            self._http = None
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def request_body(backend: OpenAIBackend, request: Request) -> tuple[str, dict[str, Any]]:
+    """The endpoint path and JSON body of one streaming request (both the blocking and the
+    ``llm_load`` path send exactly this)."""
+    body: dict[str, Any] = {
+        "model": backend.spec.model,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **request.options,
+    }
+    if request.seed is not None:
+        body["seed"] = request.seed
+    if backend.opts["api"] == "completions":
+        if not isinstance(request.prompt, str):
+            raise InvalidRequest("api=completions takes a string prompt, not chat messages")
+        body["prompt"] = request.prompt
+        return "/completions", body
+    prompt = request.prompt
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    body["messages"] = [dict(m) for m in messages]
+    return "/chat/completions", body
+
+
+def chunk_tokens(event: Mapping[str, Any], counted: int) -> tuple[int, int]:
+    """Output tokens one content event carries, and the running count after it.
+
+    Servers that send a running ``usage.completion_tokens`` with every chunk (vLLM's continuous
+    usage stats) say how many tokens a batched chunk holds; otherwise a content delta is one.
+
+    >>> chunk_tokens({"usage": {"completion_tokens": 3}}, 1)
+    (2, 3)
+    >>> chunk_tokens({}, 3)
+    (1, 4)
+    """
+    usage = event.get("usage") or {}
+    total = usage.get("completion_tokens")
+    if isinstance(total, int) and total > counted:
+        return total - counted, total
+    return 1, counted + 1
+
+
+def _error_detail(text: str) -> str:
+    """The server's own message from an error body (OpenAI's ``{"error": {"message"}}``
+    shape, else the text), kept short."""
+    try:
+        error = json.loads(text).get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+    except (ValueError, AttributeError):
+        message = None
+    detail = str(message) if message else text.strip()
+    return detail[:500] or "(empty body)"
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -307,52 +359,3 @@ def _http_module() -> Any:
 def _transport_errors() -> type[Exception]:
     error: type[Exception] = _http_module().TransportError
     return error
-
-
-class _Watchdog:
-    """Calls a callback once a deadline passes, unless disarmed first; one thread for the
-    backend's lifetime, since starting a timer thread per request costs ~0.5 ms here."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._due: float | None = None
-        self._callback: Callable[[], None] | None = None
-        self._stopped = False
-        self._thread: threading.Thread | None = None
-
-    def arm(self, seconds: float, callback: Callable[[], None]) -> None:
-        with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="llmperf-openai-deadline", daemon=True
-                )
-                self._thread.start()
-            self._due, self._callback = time.monotonic() + seconds, callback
-            self._cond.notify()
-
-    def disarm(self) -> None:
-        with self._cond:
-            self._due = self._callback = None
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
-        self._stopped = False
-
-    def _run(self) -> None:
-        with self._cond:
-            while not self._stopped:
-                if self._due is None:
-                    self._cond.wait()
-                    continue
-                left = self._due - time.monotonic()
-                if left > 0:
-                    self._cond.wait(left)
-                    continue
-                callback, self._due, self._callback = self._callback, None, None
-                if callback is not None:
-                    callback()
