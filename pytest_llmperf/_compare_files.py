@@ -8,6 +8,11 @@ Two separate runs are a stored-baseline comparison, so by default the tolerance 
 the gate's drift allowance (:func:`pytest_llmperf.gate.drift_allowance`); ``drift=0`` drops it
 for files measured under the same conditions. Backends whose strict comparison keys differ
 (another CPU, model file, engine version) are refused, as the gate refuses them.
+
+``ttft_p95_s`` (load results) has no samples of its own: it is compared on the ``ttft_s``
+samples with the load gate's tail test (:func:`~pytest_llmperf.load_metrics.tail_pvalues`),
+and reported undecidable, not judged, where too few requests could never reach significance
+(:func:`~pytest_llmperf.load_metrics.tail_decidable`).
 """
 
 from __future__ import annotations
@@ -27,10 +32,16 @@ from .gate import (
     judge_metric,
     review,
 )
+from .load import judge_tail
+from .load_metrics import tail_decidable
+from .stats import percentile
 
 __all__ = ["FileComparison", "Row", "compare_documents"]
 
 _MIN_SAMPLES = 3
+#: Metrics with no samples of their own: compared on another metric's samples, by a test of
+#: their own (``ttft_p95_s``: the load gate's quantile test on per-request TTFTs).
+_SOURCE = {"ttft_p95_s": "ttft_s"}
 
 
 @dataclass
@@ -39,6 +50,7 @@ class Row:
     backend_id: str
     metric: str
     verdict: MetricVerdict | None
+    #: The value compared: the samples' median (for ``ttft_p95_s``, their 95th percentile).
     baseline_median: float | None
     current_median: float | None
     p_holm: float | None = None
@@ -80,8 +92,10 @@ def _samples(result: Mapping[str, Any], metric: str) -> list[float]:
     return [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
 
 
-def _median(values: Sequence[float]) -> float | None:
-    return statistics.median(values) if values else None
+def _level(metric: str, values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    return percentile(sorted(values), 95) if metric == "ttft_p95_s" else statistics.median(values)
 
 
 def compare_documents(
@@ -101,7 +115,7 @@ def compare_documents(
         only_baseline=[f"{b} [{k}]" for b, k in sorted(set(old) - set(new))],
         only_current=[f"{b} [{k}]" for b, k in sorted(set(new) - set(old))],
     )
-    todo: list[tuple[Row, list[float], list[float], float]] = []
+    todo: list[tuple[Row, list[float], list[float], float, bool]] = []
     for key in sorted(set(old) & set(new)):
         a, b = old[key], new[key]
         # What the gate compared for this benchmark, else what it would compare.
@@ -115,25 +129,49 @@ def compare_documents(
             else []
         )
         for metric in wanted:
-            base, cur = _samples(a, metric), _samples(b, metric)
-            row = Row(*key, metric, None, _median(base), _median(cur))
+            source = _SOURCE.get(metric, metric)
+            base, cur = _samples(a, source), _samples(b, source)
+            row = Row(*key, metric, None, _level(metric, base), _level(metric, cur))
             out.rows.append(row)
             if differences and not force:
                 row.reason = "REFUSED, measured differently: " + "; ".join(differences)
             elif min(len(base), len(cur)) < _MIN_SAMPLES:
-                row.reason = f"too few samples ({len(base)} vs {len(cur)}; need {_MIN_SAMPLES})"
+                of = f" {source}" if source != metric else ""
+                row.reason = f"too few{of} samples ({len(base)} vs {len(cur)}; need {_MIN_SAMPLES})"
             else:
                 allowance = 0.0
                 if drift is None:
-                    allowance, row.drift_note = drift_allowance([statistics.median(base)])
+                    level = _level(metric, base)
+                    assert level is not None
+                    allowance, row.drift_note = drift_allowance([level])
                 elif drift > 0:
                     allowance, row.drift_note = drift, f"drift allowance {drift:.0%} (--drift)"
-                todo.append((row, cur, base, allowance))
+                todo.append((row, cur, base, allowance, bool(b.get("load"))))
+    # A p95 that no split of its few exceedances could show changed is reported, not judged,
+    # as in the load gate; decided at the whole family's level, the strictest it can get.
+    strictest = alpha / max(1, len(todo))
+    for row, cur, base, *_ in todo:
+        if row.metric == "ttft_p95_s" and not tail_decidable(len(cur), len(base), strictest):
+            row.reason = (
+                f"not decidable: {len(base)} vs {len(cur)} requests cannot show a p95 change at "
+                f"alpha={strictest:.2g} (Mood's quantile test); send more requests"
+            )
+    todo = [item for item in todo if not item[0].reason]
     if not todo:
         return out
     out.comparisons = len(todo)
     alpha_one = alpha / len(todo)  # Holm's first, strictest step
-    for row, cur, base, allowance in todo:
+    for row, cur, base, allowance, is_load in todo:
+        if row.metric == "ttft_p95_s":
+            row.verdict = judge_tail(
+                cur,
+                base,
+                tolerance=tol[row.metric],
+                alpha=alpha_one,
+                drift=allowance,
+                note="Mood's quantile test at p95 (Fisher exact) on the ttft_s samples",
+            )
+            continue
         row.verdict = judge_metric(
             row.metric,
             cur,
@@ -141,6 +179,8 @@ def compare_documents(
             tolerance=tol[row.metric],
             alpha=alpha_one,
             drift=allowance,
+            # As in the load gate: under load a drift within the run is the effect measured.
+            trend_of=() if is_load else None,
         )
     # As in the gate, an UNSTABLE metric is undecidable and stays out of the review.
     decided = [row for row, *_ in todo if row.verdict and row.verdict.verdict != Verdict.UNSTABLE]

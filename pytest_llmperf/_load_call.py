@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -12,11 +13,11 @@ import pytest
 from ._loadgen import LoadPoint, LoadRun, run_load
 from .backends import AsyncCapable, Prompt, Request
 from .baseline import bench_id
-from .compare import GatePolicy, gate_message
-from .errors import LLMPerfWarning
+from .compare import GatePolicy, Reference, gate_message
+from .errors import GenerationError, LLMPerfWarning
 from .gate import Verdict
 from .harness import LLMHandle
-from .load import LoadResult, gate_load
+from .load import LoadResult, error_limit_message, gate_load, relative_label
 from .session import get_session
 from .suite import LOAD_POINTS_ATTR
 
@@ -38,6 +39,8 @@ _MAX_WARMUP = 16
 COMPARISONS_PER_POINT = 3
 #: Sweep points assumed for a Python test, whose arguments are only seen when it runs: a
 #: typical sweep such as ``concurrency=[1, 4, 16]``. A YAML load case states its own count.
+#: A test that turns out to sweep more raises the session's count when it calls (see
+#: :meth:`Load._claim`).
 ASSUMED_POINTS = 3
 
 
@@ -123,6 +126,10 @@ class Load:
         self._record = record
         self._session = get_session(item.config)
         self._calls = 0
+        #: Comparisons the session's alpha split already counts for this test, and those its
+        #: calls have asked for so far.
+        self._budget = planned_load_comparisons(item)
+        self._claimed = 0
 
     def __call__(
         self,
@@ -159,12 +166,30 @@ class Load:
             Request(p, max_tokens, temperature, None, dict(options)) for p in prompt_items
         ]
         base = name if name is not None else ("load" if self._calls == 1 else f"load{self._calls}")
-        results = [
-            self._point(base, point, request_list, warmup, prompt_items, max_tokens, temperature)
-            for point in points
-        ]
+        self._claim(len(points))
+        results: list[LoadResult] = []
+        for point in points:
+            result = self._point(
+                base, point, request_list, warmup, prompt_items, max_tokens, temperature
+            )
+            results.append(result)
+            if result.failure is not None:
+                # As llm_bench: the rest of the sweep would measure survivors too.
+                self._warn(results, stacklevel=3)
+                raise GenerationError(f"{result.name}: {result.failure}")
         self._finish(results)
         return results
+
+    def _claim(self, points: int) -> None:
+        """Count this call's comparisons; beyond what collection planned for the test (a
+        Python test is assumed to sweep :data:`ASSUMED_POINTS`), the session's count grows
+        before anything is judged, so every later comparison is held to the stricter level.
+        Tests that were judged earlier keep the level they had."""
+        self._claimed += COMPARISONS_PER_POINT * points
+        extra = self._claimed - self._budget
+        if extra > 0:
+            self._session.planned_comparisons += extra
+            self._budget = self._claimed
 
     def _point(
         self,
@@ -186,6 +211,8 @@ class Load:
         reference = self._session.reference_for(
             self.handle, bench_id(self._item.nodeid, name), params
         )
+        if reference is not None and reference.handle is not None:
+            reference = _relative(reference, reference.handle)
         run = self._measure(self.handle, requests, point, n_warm)
         result = LoadResult(
             name,
@@ -197,31 +224,29 @@ class Load:
             dict(settings.slo),
             warmup=n_warm,
         )
-        if reference is not None and reference.refused is not None:
+        result.failure = error_limit_message(run, settings.max_error_rate)
+        other = None if reference is None or reference.refused else reference.handle
+        if other is not None and result.failure is None:
+            result.reference_run = self._measure(other, requests, point, n_warm)
+            whose = f"the reference {other.id}: "
+            result.failure = error_limit_message(
+                result.reference_run, settings.max_error_rate, whose
+            )
+        if reference is not None and (reference.refused or result.failure) is not None:
             result.gate = {
                 "verdict": Verdict.REFUSED,
                 "mode": reference.mode,
                 "against": reference.label,
-                "reason": reference.refused,
+                "reason": reference.refused or result.failure,
                 "warnings": list(reference.warnings),
             }
         elif reference is not None:
-            if reference.handle is not None:
-                result.reference_run = self._measure(reference.handle, requests, point, n_warm)
             planned = max(1, self._session.planned_comparisons)
             policy = GatePolicy(
                 dict(settings.tolerances), settings.alpha / planned, planned, settings.confirm
             )
             result.gate = gate_load(run, reference, policy, result.reference_run)
         result.warnings = result.bottleneck_warnings()
-        errors = sum(result.errors.values())
-        if run.records and errors / len(run.records) > settings.max_error_rate:
-            result.warnings.append(
-                f"{errors} of {len(run.records)} requests failed "
-                f"({', '.join(f'{k} x{n}' for k, n in sorted(result.errors.items()))}), more "
-                f"than --llm-max-error-rate={settings.max_error_rate:g}: the latencies are of "
-                "the survivors"
-            )
         self._record(result)
         return result
 
@@ -232,25 +257,40 @@ class Load:
         assert isinstance(backend, AsyncCapable)
         return run_load(backend.open_async, requests, point, warmup=warmup)
 
-    def _finish(self, results: list[LoadResult]) -> None:
-        failures = []
+    def _warn(self, results: list[LoadResult], stacklevel: int) -> None:
+        """Each result's warnings, attributed (``stacklevel``) to the test's call."""
         for result in results:
             where = f"{self.handle.id} {result.name}"
             for warning in result.warnings:
-                warnings.warn(LLMPerfWarning(f"{where}: {warning}"), stacklevel=3)
+                warnings.warn(LLMPerfWarning(f"{where}: {warning}"), stacklevel=stacklevel)
             gate = result.gate
             if gate is None:
                 continue
             for warning in gate["warnings"]:
-                warnings.warn(LLMPerfWarning(f"{where}: {warning}"), stacklevel=3)
-            if gate["verdict"] == Verdict.REFUSED:
-                warnings.warn(
-                    LLMPerfWarning(f"{where}: not compared: {gate['reason']}"), stacklevel=3
-                )
-            elif gate["verdict"] == Verdict.REGRESSION:
-                failures.append(f"{result.name}: {gate_message(gate)}")
+                warnings.warn(LLMPerfWarning(f"{where}: {warning}"), stacklevel=stacklevel)
+            if gate["verdict"] == Verdict.REFUSED and result.failure is None:
+                refused = LLMPerfWarning(f"{where}: not compared: {gate['reason']}")
+                warnings.warn(refused, stacklevel=stacklevel)
+
+    def _finish(self, results: list[LoadResult]) -> None:
+        self._warn(results, stacklevel=4)
+        failures = [
+            f"{result.name}: {gate_message(result.gate)}"
+            for result in results
+            if result.gate is not None and result.gate["verdict"] == Verdict.REGRESSION
+        ]
         if failures and self._session.settings.fail_on_latency:
             pytest.fail("; ".join(failures), pytrace=False)
+
+
+def _relative(reference: Reference, other: LLMHandle) -> Reference:
+    """The ``--llm-compare-to`` reference as a load compares with it: labelled for what happens
+    (the reference runs each point after the candidate), and refused, decided before the
+    candidate runs, when the reference backend cannot serve a load at all."""
+    refused = reference.refused or no_server_reason(other.backend)
+    if refused is not None and reference.refused is None:
+        refused = f"the --llm-compare-to reference {other.id} cannot be load-tested: {refused}"
+    return dataclasses.replace(reference, label=relative_label(other.id), refused=refused)
 
 
 def _default_requests(

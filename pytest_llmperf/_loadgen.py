@@ -10,9 +10,15 @@ first ``__anext__`` of the backend's async stream, then at each item, then at it
 derived with :func:`~pytest_llmperf.harness.derive`, so TTFT, TPOT and ITL mean the same as in
 ``llm_bench``. The generator also measures itself: ``scheduled_ns`` is when a request was due
 (its arrival time; in a closed loop, when its worker became free) and ``t0`` when it actually
-started, so ``t0 - scheduled_ns`` is the scheduling lag a busy client adds. The event loop
-sleeps to within ~1 ms of an arrival and then yields (``sleep(0)``) until it is due, because
-``epoll`` rounds timeouts up to whole milliseconds.
+started. Open loop with a ``concurrency`` cap, ``slot_ns`` is when the request got its slot:
+waiting for one is the server's doing (the slots are full of its requests), so the generator's
+own lag is ``t0 - max(scheduled_ns, slot_ns)`` and the slot wait is reported apart. The event
+loop sleeps to within ~1 ms of an arrival and then yields (``sleep(0)``) until it is due,
+because ``epoll`` rounds timeouts up to whole milliseconds; that spin keeps the core busy by
+design, so its wall and CPU time are measured and left out of ``cpu_share``.
+
+A request's token events are its chunks' token counts, rescaled to its output-token total when
+the server reported a different one at the end (see :func:`token_events`).
 
 A :class:`~pytest_llmperf.errors.TransientError` (429, 5xx, timeout, cut stream) is recorded by
 kind and never retried: under load a retry changes the offered load. Any other error stops the
@@ -33,9 +39,18 @@ from typing import Any, TypeVar
 
 from .backends import AsyncStreamer, Chunk, Request, Usage
 from .errors import TransientError
-from .harness import Generation, derive
+from .harness import Generation, derive, spread_tokens
 
-__all__ = ["LoadPoint", "LoadRun", "RequestRecord", "poisson_offsets", "run_load"]
+__all__ = [
+    "LoadPoint",
+    "LoadRun",
+    "RequestRecord",
+    "Spin",
+    "generator_cpu_share",
+    "poisson_offsets",
+    "run_load",
+    "token_events",
+]
 
 #: Sleep until this close to an arrival, then yield to the loop until it is due.
 _SPIN_NS = 1_000_000
@@ -96,10 +111,22 @@ class RequestRecord:
     message: str | None = None
     #: (arrival ns, tokens) per chunk that carried tokens; for per-window token throughput.
     token_events: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    #: When it got a concurrency slot (open loop with a cap); None: no slot to wait for.
+    slot_ns: int | None = None
+
+    @property
+    def ready_ns(self) -> int:
+        """When the generator could send it: due, and holding a slot."""
+        return self.scheduled_ns if self.slot_ns is None else max(self.scheduled_ns, self.slot_ns)
 
     @property
     def lag_ns(self) -> int:
-        return self.t0 - self.scheduled_ns
+        """The generator's own delay: sent minus ready (a slot wait is not the generator's)."""
+        return self.t0 - self.ready_ns
+
+    @property
+    def slot_wait_ns(self) -> int:
+        return self.ready_ns - self.scheduled_ns
 
 
 @dataclass
@@ -108,8 +135,27 @@ class LoadRun:
     records: list[RequestRecord]
     start_ns: int
     end_ns: int
-    #: Process CPU seconds during the run over its wall time: near 1.0, the client is CPU-bound.
+    #: Process CPU over wall time, both outside the pre-arrival spins (:class:`Spin`): near
+    #: 1.0, the client is CPU-bound.
     cpu_share: float
+    #: Wall seconds spent spinning just before arrivals (busy by design, not in ``cpu_share``).
+    spin_s: float = 0.0
+
+
+@dataclass
+class Spin:
+    """Time spent yielding in the last millisecond before arrivals, summed over a run."""
+
+    wall_ns: int = 0
+    cpu_ns: int = 0
+
+
+def generator_cpu_share(cpu_ns: int, wall_ns: int, spin: Spin) -> float:
+    """CPU over wall time outside the spins. A spin keeps the core at 100% whatever the load,
+    so counting it would make a high arrival rate alone look like a saturated generator; the
+    work other tasks did during a spin is left out too, and the rest of the run stands for it."""
+    wall = max(wall_ns - spin.wall_ns, 1)
+    return max(cpu_ns - spin.cpu_ns, 0) / wall
 
 
 def poisson_offsets(
@@ -128,13 +174,38 @@ def poisson_offsets(
     return out
 
 
-async def _sleep_until(due_ns: int) -> None:
-    clock = time.perf_counter_ns
-    while (left := due_ns - clock()) > 0:
-        if left > _SPIN_NS:
-            await asyncio.sleep((left - _SPIN_NS) / 1e9)
-        else:
-            await asyncio.sleep(0)
+def token_events(
+    stamps: Sequence[int], items: Sequence[Chunk | Usage], total: int
+) -> list[tuple[int, int]]:
+    """(arrival ns, tokens) per chunk that carried tokens, summing to ``total`` (the request's
+    output tokens). A server that reports only a final usage count (Bedrock; OpenAI-compatible
+    servers without a running count) leaves each chunk counted as one token; the reported total
+    is then spread over the chunks in proportion to their counts, as ``derive`` spreads a
+    chunk's gap over its tokens. Cumulative rounding keeps whole tokens and the exact sum.
+    Without any token-carrying chunk there is nowhere to place tokens: none are returned."""
+    events = [
+        (stamp, item.tokens)
+        for stamp, item in zip(stamps, items, strict=True)
+        if isinstance(item, Chunk) and item.tokens > 0
+    ]
+    return spread_tokens(events, total)
+
+
+async def _sleep_until(
+    due_ns: int,
+    spin: Spin,
+    clock: Callable[[], int] = time.perf_counter_ns,
+    cpu: Callable[[], int] = time.process_time_ns,
+) -> None:
+    while (left := due_ns - clock()) > _SPIN_NS:
+        await asyncio.sleep((left - _SPIN_NS) / 1e9)
+    start, cpu0 = clock(), cpu()
+    if start >= due_ns:
+        return
+    while clock() < due_ns:
+        await asyncio.sleep(0)
+    spin.wall_ns += clock() - start
+    spin.cpu_ns += cpu() - cpu0
 
 
 class _Driver:
@@ -144,8 +215,9 @@ class _Driver:
         self.records: list[RequestRecord] = []
         #: The first error that is not transient: it ends the run.
         self.fatal: Exception | None = None
+        self.spin = Spin()
 
-    async def one(self, index: int, scheduled_ns: int) -> None:
+    async def one(self, index: int, scheduled_ns: int, slot_ns: int | None = None) -> None:
         request = self.requests[index % len(self.requests)]
         clock = time.perf_counter_ns
         stamps: list[int] = []
@@ -158,6 +230,7 @@ class _Driver:
         except TransientError as exc:
             record = RequestRecord(index, scheduled_ns, t0, clock(), error=exc.kind)
             record.message = str(exc)
+            record.slot_ns = slot_ns
             self.records.append(record)
             return
         except Exception as exc:
@@ -165,13 +238,11 @@ class _Driver:
             raise
         t_end = clock()
         generation = derive(t0, t_end, stamps, items, 0)
-        events = [
-            (stamp, item.tokens)
-            for stamp, item in zip(stamps, items, strict=True)
-            if isinstance(item, Chunk) and item.tokens > 0
-        ]
+        events = token_events(stamps, items, generation.output_tokens)
         self.records.append(
-            RequestRecord(index, scheduled_ns, t0, t_end, generation, token_events=events)
+            RequestRecord(
+                index, scheduled_ns, t0, t_end, generation, token_events=events, slot_ns=slot_ns
+            )
         )
 
     async def closed(self, point: LoadPoint, start_ns: int) -> None:
@@ -203,13 +274,13 @@ class _Driver:
                 await self.one(index, due)
                 return
             async with slots:
-                await self.one(index, due)
+                await self.one(index, due, time.perf_counter_ns())
 
         tasks: list[asyncio.Task[None]] = []
         try:
             for index, offset in enumerate(offsets):
                 due = start_ns + offset
-                await _sleep_until(due)
+                await _sleep_until(due, self.spin)
                 tasks.append(asyncio.create_task(limited(index, due)))
                 if self.fatal is not None:  # do not wait out the schedule to report it
                     raise self.fatal
@@ -253,19 +324,19 @@ async def _run(
             wave = LoadPoint(warmup, None, warmup, None)
             await driver.closed(wave, time.perf_counter_ns())
             driver.records.clear()
-        cpu0 = time.process_time()
+        cpu0 = time.process_time_ns()
         start_ns = time.perf_counter_ns()
         if point.mode == "open":
             await driver.open(point, start_ns)
         else:
             await driver.closed(point, start_ns)
         end_ns = time.perf_counter_ns()
-        cpu = time.process_time() - cpu0
+        cpu_ns = time.process_time_ns() - cpu0
     finally:
         await streamer.aclose()
     records = sorted(driver.records, key=lambda r: r.index)
-    wall = max((end_ns - start_ns) / 1e9, 1e-9)
-    return LoadRun(point, records, start_ns, end_ns, cpu / wall)
+    share = generator_cpu_share(cpu_ns, end_ns - start_ns, driver.spin)
+    return LoadRun(point, records, start_ns, end_ns, share, driver.spin.wall_ns / 1e9)
 
 
 def run_load(

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .compare import gate_message
@@ -33,6 +33,7 @@ __all__ = [
     "bench_label",
     "findings",
     "prompt_text",
+    "quality_comparison",
     "rows",
     "verdict_counts",
 ]
@@ -262,7 +263,7 @@ def findings(document: dict[str, Any]) -> list[Finding]:
     for comparison in document.get("quality_gate", []):
         if comparison["verdict"] == Verdict.PASS:
             continue
-        line = QualityComparison(**comparison).describe()
+        line = quality_comparison(comparison).describe()
         head = f"{comparison['verdict']} {comparison['backend_id']}: "
         found.append(
             Finding(
@@ -312,8 +313,17 @@ def backend_points(document: dict[str, Any]) -> list[Point]:
     ]
 
 
+def quality_comparison(entry: Mapping[str, Any]) -> QualityComparison:
+    """A ``quality_gate`` entry as its dataclass; keys it does not know (a merged document's
+    ``source``) are left out."""
+    known = {f.name for f in fields(QualityComparison)}
+    return QualityComparison(**{k: v for k, v in entry.items() if k in known})
+
+
 def prompt_text(prompt: Any) -> str:
-    """A workload's prompt as text: chat messages one per line, ``role: content``."""
+    """A workload's prompt as text: chat messages one per line, ``role: content``; none: ""."""
+    if prompt is None:
+        return ""
     if isinstance(prompt, str):
         return prompt
     if isinstance(prompt, list):

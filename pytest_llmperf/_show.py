@@ -61,7 +61,10 @@ def show_lines(document: dict[str, Any], path: Path, width: int) -> list[str]:
             lines += [line for r in results if (line := _gate_line(r))]
     else:
         lines.append("no latency results")
-    quality = document.get("quality", [])
+    # A verdict written without repeats' spread (by hand, or another version) still has a row.
+    quality = [
+        {**e, "spread": e.get("spread") or {"sd": None}} for e in document.get("quality", [])
+    ]
     if quality:
         lines += ["", "quality 0-100:", *format_quality_table(quality, results, width=width)]
     comparisons = [

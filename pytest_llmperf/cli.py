@@ -181,8 +181,10 @@ def _parser() -> _Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``llmperf`` command; returns the exit status."""
     parser = _parser()
+    command = "input"
     try:
         args = parser.parse_args(argv)
+        command = args.command
         handler = {"show": _show, "compare": _compare, "merge": _merge, "report": _report}
         return handler[args.command](args)
     except _Exit as exc:
@@ -190,6 +192,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.status
     except ResultsFileError as exc:
         print(f"llmperf: error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # The document checks should have refused the file already; still one line, no
+        # traceback, for a shape they do not know of.
+        print(
+            f"llmperf: error: {command}: an input file has content this version cannot read "
+            f"({type(exc).__name__}: {exc}); is it a pytest-llmperf results file?",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -21,7 +21,7 @@ try:
 except ImportError:  # Windows
     resource = None  # type: ignore[assignment]
 
-__all__ = ["SCALAR_METRICS", "Generation", "LLMHandle", "measure", "metric_values"]
+__all__ = ["SCALAR_METRICS", "Generation", "LLMHandle", "measure", "metric_values", "spread_tokens"]
 
 #: Per-generation metrics that are summarised across runs (``itl_s`` is pooled separately).
 SCALAR_METRICS = (
@@ -78,6 +78,28 @@ def metric_values(generations: Iterable[Generation], metric: str) -> list[float]
     return [float(v) for g in generations if (v := getattr(g, metric)) is not None]
 
 
+def spread_tokens(events: Sequence[tuple[int, int]], total: int) -> list[tuple[int, int]]:
+    """(arrival ns, tokens) chunk events rescaled to sum to ``total`` output tokens.
+
+    A server that reports only a final usage count (Bedrock; OpenAI-compatible servers without
+    a running count) leaves each chunk counted as one token; the reported total is then spread
+    over the chunks in proportion to their counts. Cumulative rounding keeps whole tokens and
+    the exact sum. Without any token-carrying chunk there is nowhere to place tokens.
+    """
+    counted = sum(k for _, k in events)
+    if counted == total or counted == 0:
+        return list(events)
+    scaled: list[tuple[int, int]] = []
+    running = placed = 0
+    for stamp, k in events:
+        running += k
+        upto = (2 * total * running + counted) // (2 * counted)  # round half up, in integers
+        if upto > placed:
+            scaled.append((stamp, upto - placed))
+            placed = upto
+    return scaled
+
+
 def derive(
     t0: int, t_end: int, stamps: Sequence[int], items: Sequence[Chunk | Usage], cpu_ns: int
 ) -> Generation:
@@ -98,11 +120,6 @@ def derive(
         if item.tokens > 0:
             chunk_tokens += item.tokens
             token_events.append((stamp, item.tokens))
-    # A chunk of k tokens after a gap g contributes k gaps of g/k: counts stay token counts,
-    # and a batched chunk does not masquerade as one slow token.
-    itl: list[float] = []
-    for (prev, _), (stamp, k) in pairwise(token_events):
-        itl.extend([(stamp - prev) / k / 1e9] * k)
     output = chunk_tokens
     source = "chunks"
     prompt_tokens = None
@@ -111,6 +128,12 @@ def derive(
         prompt_tokens = usage.prompt_tokens
         if usage.output_tokens is not None:
             output = usage.output_tokens
+    # A chunk of k tokens after a gap g contributes k gaps of g/k: counts stay token counts,
+    # and a batched chunk does not masquerade as one slow token. Where only a final usage
+    # count says how many tokens the chunks held, they are spread over the chunks first.
+    itl: list[float] = []
+    for (prev, _), (stamp, k) in pairwise(spread_tokens(token_events, output)):
+        itl.extend([(stamp - prev) / k / 1e9] * k)
     e2e = (t_end - t0) / 1e9
     ttft = None if ttft_ns is None else ttft_ns / 1e9
     decode_s = None if ttft is None else e2e - ttft

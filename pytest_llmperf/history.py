@@ -21,11 +21,21 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ._doc_check import (
+    check_backend,
+    check_environment,
+    check_quality,
+    check_quality_gate,
+    check_result,
+    check_source,
+    parse_time,
+)
 from .errors import ResultsFileError
 from .results import SCHEMA_VERSION
 
@@ -164,57 +174,52 @@ def check_document(document: Any) -> str | None:
         items = document.get(key, [])
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             return f"'{key}' is not a list of objects"
-    for index, result in enumerate(document.get("results", [])):
-        problem = _check_result(result)
-        if problem:
-            return f"results[{index}] {problem}"
+        for index, item in enumerate(items):
+            problem = _ENTRY_CHECKS[key](item)
+            if problem:
+                return f"{key}[{index}] {problem}"
     for key in ("environment", "settings"):
         if not isinstance(document.get(key, {}), dict):
             return f"'{key}' is not an object"
+    problem = check_environment(document.get("environment", {}))
+    if problem:
+        return f"'environment' {problem}"
+    for key, kind in (("command", list), ("plugin", dict), ("backend_errors", dict)):
+        if not isinstance(document.get(key, kind()), kind):
+            return f"'{key}' is not {'a list' if kind is list else 'an object'}"
+    if not all(isinstance(m, str) for m in document.get("backend_errors", {}).values()):
+        return "'backend_errors' is not an object of messages"
     if "sources" in document:  # written by llmperf merge
-        sources = document["sources"]
-        if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
-            return "'sources' is not a list of objects"
-        for key in ("results", "backends", "quality", "quality_gate"):
-            for index, item in enumerate(document.get(key, [])):
-                source = item.get("source")
-                if not (isinstance(source, int) and 0 <= source < len(sources)):
-                    return f"{key}[{index}] has no valid 'source' index ({source!r})"
+        return _check_sources(document)
     return None
 
 
-def _check_result(result: dict[str, Any]) -> str | None:
-    for key in ("nodeid", "backend_id"):
-        if not isinstance(result.get(key), str):
-            return f"has no {key} string"
-    if not isinstance(result.get("name", ""), str):
-        return "has a name that is not a string"
-    for key in ("stats", "samples"):
-        table = result.get(key, {})
-        if not isinstance(table, dict) or not all(
-            isinstance(v, dict | list) for v in table.values()
-        ):
-            return f"has a malformed '{key}'"
-    gate = result.get("gate")
-    if gate is not None and not (
-        isinstance(gate, dict)
-        and isinstance(gate.get("verdict"), str)
-        and isinstance(gate.get("metrics", []), list)
-        and all(isinstance(m, dict) for m in gate.get("metrics", []))
-    ):
-        return "has a malformed 'gate'"
+def _check_sources(document: dict[str, Any]) -> str | None:
+    sources = document["sources"]
+    if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
+        return "'sources' is not a list of objects"
+    for index, source in enumerate(sources):
+        problem = check_source(source)
+        if problem:
+            return f"sources[{index}] {problem}"
+    for key in ("results", "backends", "quality", "quality_gate"):
+        for index, item in enumerate(document.get(key, [])):
+            source = item.get("source")
+            if not (isinstance(source, int) and 0 <= source < len(sources)):
+                return f"{key}[{index}] has no valid 'source' index ({source!r})"
     return None
+
+
+_ENTRY_CHECKS: dict[str, Callable[[dict[str, Any]], str | None]] = {
+    "results": check_result,
+    "backends": check_backend,
+    "quality": check_quality,
+    "quality_gate": check_quality_gate,
+}
 
 
 def _created(document: dict[str, Any]) -> datetime | None:
-    text = document.get("created")
-    if not isinstance(text, str):
-        return None
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return parse_time(document.get("created"))
 
 
 def run_commits(document: dict[str, Any]) -> list[str]:

@@ -6,10 +6,15 @@ backend's async path (:class:`~pytest_llmperf.backends.AsyncCapable`; openai on
 :mod:`._loadgen`, and summarises each point with :mod:`.load_metrics`. A results entry has the
 shape of an ``llm_bench`` one (name, nodeid, backend, params, stats, samples, gate ...) plus a
 ``load`` section: throughput, output tokens/s, goodput under ``--llm-slo``, achieved
-concurrency, errors by kind and the generator's own scheduling lag.
+concurrency, errors by kind, the generator's own scheduling lag and the wait for a
+concurrency slot.
+
+More failed requests than ``--llm-max-error-rate`` allows (the rule of ``llm_bench``: that share
+of the requests, at least 2) end the sweep with a :class:`~pytest_llmperf.errors.GenerationError`
+naming the counts (:func:`error_limit_message`): the survivors' latencies are not the server's.
 
 The gate (one look: a load run is not extended) compares three things with a stored baseline or
-a ``--llm-compare-to`` reference run just after, at the same point:
+a ``--llm-compare-to`` reference run right after the candidate, at the same point:
 
 - ``ttft_s``: per-request TTFTs, the shifted Mann-Whitney test of :mod:`.gate` (tolerance 10%);
 - ``throughput_rps``: per-window request throughputs of the steady state (see
@@ -19,16 +24,21 @@ a ``--llm-compare-to`` reference run just after, at the same point:
 
 Each p-value enters the session-end Holm review with every other comparison. With a stored
 baseline the tolerance widens by the between-run drift of the stored runs, as for ``llm_bench``.
+Unlike ``llm_bench``, a monotone trend within the run does not make a metric UNSTABLE: under
+load it is the effect being measured (an open loop the server cannot keep up with builds a
+queue, so each TTFT is longer than the last), and the comparison with the baseline decides.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._loadgen import LoadRun
-from .bench import _generation_json
+from .bench import _MIN_ERRORS_ALLOWED, _generation_json
 from .compare import GatePolicy, Reference, outcome
 from .gate import MetricVerdict, Verdict, drift_allowance, judge_metric
 from .harness import Generation, metric_values
@@ -36,6 +46,7 @@ from .load_metrics import (
     achieved_concurrency,
     goodput,
     lag_summary,
+    slot_wait_summary,
     tail_decidable,
     tail_pvalues,
     tail_ratio_ci,
@@ -43,7 +54,15 @@ from .load_metrics import (
 )
 from .stats import percentile, summarize
 
-__all__ = ["LOAD_METRICS", "LoadResult", "gate_load"]
+__all__ = [
+    "LOAD_METRICS",
+    "LoadResult",
+    "error_limit_message",
+    "gate_load",
+    "judge_tail",
+    "relative_label",
+    "run_samples",
+]
 
 #: Metrics in a load result's ``stats`` and ``samples``.
 LOAD_METRICS = (
@@ -64,6 +83,9 @@ LOAD_METRICS = (
 LAG_WARN_S = 0.001
 #: Client CPU over wall time above this: the generator saturates its core.
 CPU_WARN_SHARE = 0.9
+#: A load run's drift within the run is its effect, not noise: no samples are held to the
+#: no-trend rule of :func:`~pytest_llmperf.gate.judge_metric` (its ``trend_of``).
+_NO_TREND_RULE: tuple[float, ...] = ()
 
 
 @dataclass
@@ -81,6 +103,9 @@ class LoadResult:
     gate: dict[str, Any] | None = None
     reference_run: LoadRun | None = None
     warnings: list[str] = field(default_factory=list)
+    #: Why the point cannot stand as a measurement (too many failed requests, here or in the
+    #: reference run); ``llm_load`` then errors the test.
+    failure: str | None = None
 
     @property
     def generations(self) -> list[Generation]:
@@ -120,7 +145,9 @@ class LoadResult:
             "errors": dict(sorted(self.errors.items())),
             "error_rate": (len(records) - len(ok)) / len(records) if records else None,
             "scheduling_lag_s": lag_summary(records),
+            "slot_wait_s": slot_wait_summary(records),
             "generator_cpu_share": self.run.cpu_share,
+            "generator_spin_s": self.run.spin_s,
             "windows": windows,
             "warnings": list(self.warnings),
         }
@@ -137,7 +164,8 @@ class LoadResult:
         if self.run.cpu_share > CPU_WARN_SHARE:
             found.append(
                 f"the load generator used {self.run.cpu_share:.0%} of a CPU core: it, not the "
-                "server, may limit this load (fewer concurrent requests per process, or xdist)"
+                "server, may limit this load (lower the rate or concurrency, or run the test "
+                "on a machine with faster cores)"
             )
         return found
 
@@ -221,7 +249,30 @@ def _baseline(
         return [v for values in runs for v in values], per_run, "stored"
     assert reference_run is not None
     source = "ttft_s" if metric == "ttft_p95_s" else metric
-    return run_samples(reference_run, source), [], "same job, run just before"
+    return run_samples(reference_run, source), [], "same job, run right after the candidate"
+
+
+def relative_label(reference_id: str) -> str:
+    """What a load point is compared with under ``--llm-compare-to``: the reference runs the
+    same point after the candidate, not interleaved with it as in ``llm_bench``."""
+    return f"{reference_id} (same job, same point run right after the candidate)"
+
+
+def error_limit_message(run: LoadRun, max_rate: float, whose: str = "") -> str | None:
+    """Why a run failed too often to be measured (``llm_bench``'s rule: more failures than
+    ``max_rate`` of the requests, and more than 2), or None."""
+    records = run.records
+    failed = Counter(r.error for r in records if r.error is not None)
+    count = sum(failed.values())
+    if count <= max(_MIN_ERRORS_ALLOWED, math.floor(max_rate * len(records))):
+        return None
+    kinds = ", ".join(f"{kind} x{n}" for kind, n in sorted(failed.items()))
+    last = next((r.message for r in reversed(records) if r.error is not None and r.message), "")
+    return (
+        f"{whose}{count} of {len(records)} requests failed ({kinds}), more than "
+        f"--llm-max-error-rate={max_rate:g} allows; the samples left would be survivors, not "
+        f"the server's latency. Last error: {last}"
+    )
 
 
 def gate_load(
@@ -245,6 +296,7 @@ def gate_load(
             alpha=policy.alpha_one,
             drift=drift,
             final=True,
+            trend_of=_NO_TREND_RULE,
         )
         verdicts.append(_note(v, why))
     tail = _judge_tail(run, reference, policy, reference_run)
@@ -267,14 +319,35 @@ def _judge_tail(
             f"ttft_p95_s not gated: {len(current)} vs {len(base)} requests cannot show a p95 "
             f"change at alpha={policy.alpha_one:.2g} (Mood's quantile test); send more requests"
         )
-    tolerance = policy.tolerances["ttft_p95_s"]
     drift, why = drift_allowance(per_run) if how == "stored" else (0.0, how)
+    return judge_tail(
+        current,
+        base,
+        tolerance=policy.tolerances["ttft_p95_s"],
+        alpha=policy.alpha_one,
+        drift=drift,
+        note=f"Mood's quantile test at p95 (Fisher exact); {why}",
+    )
+
+
+def judge_tail(
+    current: Sequence[float],
+    baseline: Sequence[float],
+    *,
+    tolerance: float,
+    alpha: float,
+    drift: float,
+    note: str,
+) -> MetricVerdict:
+    """The ``ttft_p95_s`` verdict: Mood's quantile test at the 95th percentile on shifted
+    samples (:func:`~pytest_llmperf.load_metrics.tail_pvalues`); the load gate and
+    ``llmperf compare`` both decide with this."""
     effective = max(tolerance, drift)
-    p_slow, p_impr, p_fine = tail_pvalues(current, base, effective)
-    ratio, low, high = tail_ratio_ci(current, base)
-    if p_slow < policy.alpha_one:
+    p_slow, p_impr, p_fine = tail_pvalues(current, baseline, effective)
+    ratio, low, high = tail_ratio_ci(current, baseline)
+    if p_slow < alpha:
         verdict = Verdict.REGRESSION
-    elif p_impr < policy.alpha_one:
+    elif p_impr < alpha:
         verdict = Verdict.IMPROVEMENT
     elif p_fine < 0.05:
         verdict = Verdict.PASS
@@ -292,6 +365,6 @@ def _judge_tail(
         tolerance=tolerance,
         effective_tolerance=effective,
         n_current=len(current),
-        n_baseline=len(base),
-        note=f"Mood's quantile test at p95 (Fisher exact); {why}",
+        n_baseline=len(baseline),
+        note=note,
     )

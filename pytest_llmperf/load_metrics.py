@@ -5,10 +5,12 @@
   a TTFT or e2e limit, while TPOT is only checked where it is defined (more than one token).
 - **Achieved concurrency**: the time-average of requests in flight between the first send and
   the last end, i.e. the sum of request durations over that span (Little's law, exactly).
-- **Throughput samples**: the steady-state part of the run is from the first completion (the
-  pipeline has filled) to the last send (after which it drains); it is cut into K equal
-  windows, K = completions in it // 4 clamped to 3..10, and each window gives one sample of
-  requests/s (completions in it) and output tokens/s (tokens that *arrived* in it). Window
+- **Throughput samples**: the steady-state part of the run is from the first successful
+  completion (the pipeline has filled; a request that failed at once says nothing about that)
+  to the last send (after which it drains); it is cut into K equal windows, K = completions in
+  it // 4 clamped to 3..10, and each window gives one sample of requests/s (completions in it)
+  and output tokens/s (tokens that *arrived* in it, each request's chunks rescaled to its
+  reported output tokens, so they add up to the run's ``output_tps``). Window
   samples are what the gate compares; a run too short for 3 windows gives no samples, and the
   gate then says nothing about throughput rather than guess.
 - **p95 TTFT gate** (:func:`tail_pvalues`): Mood's quantile test at the 95th percentile on
@@ -35,6 +37,7 @@ __all__ = [
     "goodput",
     "lag_summary",
     "meets_slo",
+    "slot_wait_summary",
     "steady_window",
     "tail_decidable",
     "tail_pvalues",
@@ -78,12 +81,13 @@ def achieved_concurrency(records: Sequence[RequestRecord]) -> float | None:
 
 
 def steady_window(records: Sequence[RequestRecord]) -> tuple[int, int, str]:
-    """(start ns, end ns, how): first completion to last send, or the whole run when the
-    requests never overlapped enough to have a steady part."""
-    start, end = min(r.t_end for r in records), max(r.t0 for r in records)
+    """(start ns, end ns, how): first successful completion to last send, or the whole run
+    when the requests never overlapped enough to have a steady part. Needs a successful one."""
+    ok = [r for r in records if r.generation is not None]
+    start, end = min(r.t_end for r in ok), max(r.t0 for r in records)
     if end > start:
         return start, end, "steady state: first completion to last send"
-    first, last = min(r.t0 for r in records), max(r.t_end for r in records)
+    first, last = min(r.t0 for r in records), max(r.t_end for r in ok)
     return first, last, "whole run (no steady state: requests barely overlapped)"
 
 
@@ -113,10 +117,21 @@ def window_throughput(
     return [d / seconds for d in done], [t / seconds for t in tokens], info
 
 
-def lag_summary(records: Sequence[RequestRecord]) -> dict[str, Any]:
-    """Scheduling lag (actual minus scheduled send) in seconds: n, median, p95, p99, max."""
-    summary = summarize([r.lag_ns / 1e9 for r in records]).to_json()
+def _seconds_summary(values_ns: Sequence[int]) -> dict[str, Any]:
+    summary = summarize([v / 1e9 for v in values_ns]).to_json()
     return {k: summary[k] for k in ("n", "median", "mean", "p95", "p99", "max")}
+
+
+def lag_summary(records: Sequence[RequestRecord]) -> dict[str, Any]:
+    """The generator's scheduling lag (sent minus due, or minus the moment a concurrency slot
+    freed when it had to wait for one) in seconds: n, median, mean, p95, p99, max."""
+    return _seconds_summary([r.lag_ns for r in records])
+
+
+def slot_wait_summary(records: Sequence[RequestRecord]) -> dict[str, Any]:
+    """Time due requests waited for a concurrency slot (open loop with a cap): the server's
+    backlog, not the generator's lag. Same keys as :func:`lag_summary`."""
+    return _seconds_summary([r.slot_wait_ns for r in records])
 
 
 def _exceedance_p(current: Sequence[float], baseline: Sequence[float], alternative: str) -> float:

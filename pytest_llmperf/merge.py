@@ -10,8 +10,10 @@ results were complete) and ``command`` is the merge's own.
 A merged document can be merged again: its sources are carried over, not nested. Refused, with
 the reason: inputs of different ``schema_version``, and a benchmark + backend that appears in
 two inputs from the same machine (the same results twice, or a run split in a way that cannot
-be told apart). From different machines both are kept, each backend id suffixed with its
-machine (``llamacpp:gemma@ci-a``, ``llamacpp:gemma@ci-b``) so every reader keeps them apart.
+be told apart); the same for a judged test's llm_judge call and for a backend's quality-gate
+verdict. From different machines both are kept, that backend's id and spec suffixed with the
+machine (``llamacpp:gemma@ci-a``, ``llamacpp:gemma@ci-b``) in its results, judge verdicts,
+quality-gate verdict and backend record, so every reader keeps them apart, whichever it keys by.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def merge_documents(inputs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
         "created": max((r["created"] for r, _ in parts), key=_when),
         "merged": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": list(sys.argv),
-        "settings": parts[0][0]["settings"],
+        "settings": parts[0][0].get("settings", {}),
         "environment": parts[0][0]["environment"],
         "sources": [record for record, _ in parts],
         "backend_errors": {},
@@ -123,16 +125,27 @@ def _when(created: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
+def _keys(part: dict[str, Any]) -> set[tuple[str, str | None]]:
+    """What the part measured or judged, as ``(what, backend id)``: a benchmark, a judge
+    verdict (test + llm_judge call), a backend's quality-gate verdict."""
+    keys = {(bench_id(r["nodeid"], r.get("name") or ""), r["backend_id"]) for r in part["results"]}
+    keys |= {
+        (f"{q['nodeid']} (llm_judge call {q.get('call', 0)})", q["backend_id"])
+        for q in part["quality"]
+    }
+    keys |= {("the quality gate", g["backend_id"]) for g in part["quality_gate"]}
+    return keys
+
+
 def _separate(parts: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
-    """Refuse a benchmark + backend twice from one machine; suffix it when from several."""
-    seen: dict[tuple[str, str], list[int]] = {}
+    """Refuse a benchmark + backend (or a judged call, or a quality-gate verdict) twice from
+    one machine; from several, suffix that backend's id and spec with the machine."""
+    seen: dict[tuple[str, str | None], list[int]] = {}
     for index, (_, part) in enumerate(parts):
-        for result in part["results"]:
-            key = (bench_id(result["nodeid"], result.get("name", "")), result["backend_id"])
-            if index not in seen.setdefault(key, []):
-                seen[key].append(index)
+        for key in _keys(part):
+            seen.setdefault(key, []).append(index)
     clashing: dict[str, set[int]] = {}
-    for (bench, backend_id), where in seen.items():
+    for (what, backend_id), where in sorted(seen.items(), key=lambda kv: str(kv[0])):
         if len(where) < 2:
             continue
         machines = [_machine_key(parts[i][0]["environment"]) for i in where]
@@ -141,25 +154,32 @@ def _separate(parts: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
                 b = where[j]
                 if machines[i] == machines[j]:
                     raise ResultsFileError(
-                        f"cannot merge: {bench} [{backend_id}] is in both "
+                        f"cannot merge: {what} [{backend_id or 'no backend'}] is in both "
                         f"{parts[a][0]['file']} and {parts[b][0]['file']}, which ran on the same "
                         f"machine ({parts[a][0]['machine']}); merge different benchmarks or "
                         "machines, or drop one file"
                     )
-        clashing.setdefault(backend_id, set()).update(where)
+        if backend_id is not None:  # a judged test without llm_backend has nothing to suffix
+            clashing.setdefault(backend_id, set()).update(where)
     for backend_id, indices in clashing.items():
         names = [parts[i][0]["machine"] for i in sorted(indices)]
         for i in sorted(indices):
             machine = parts[i][0]["machine"]
             # Same host name, different hardware (a re-provisioned runner): number them.
             suffix = machine if names.count(machine) == 1 else f"{machine}#{i}"
-            _rename(parts[i][1], backend_id, f"{backend_id}@{suffix}")
+            _rename(parts[i][1], backend_id, suffix)
 
 
-def _rename(part: dict[str, Any], old: str, new: str) -> None:
+def _rename(part: dict[str, Any], old: str, suffix: str) -> None:
+    """Give backend ``old`` (its id and its spec) the machine ``suffix`` throughout ``part``:
+    readers key some tables by id and others by spec, and must keep machines apart in both."""
     for item in part["results"] + part["quality"] + part["quality_gate"]:
         if item.get("backend_id") == old:
-            item["backend_id"] = new
+            item["backend_id"] = f"{old}@{suffix}"
+            if isinstance(item.get("backend"), str):
+                item["backend"] = f"{item['backend']}@{suffix}"
     for record in part["backends"]:
         if record.get("id") == old:
-            record["id"] = new
+            record["id"] = f"{old}@{suffix}"
+            if isinstance(record.get("spec"), str):
+                record["spec"] = f"{record['spec']}@{suffix}"

@@ -21,11 +21,11 @@ from ._report_data import (
     bench_label,
     findings,
     prompt_text,
+    quality_comparison,
     rows,
     verdict_counts,
 )
 from .gate import Verdict
-from .quality_gate import QualityComparison
 
 __all__ = ["MAX_DISTRIBUTIONS", "render_html"]
 
@@ -34,6 +34,8 @@ __all__ = ["MAX_DISTRIBUTIONS", "render_html"]
 MAX_DISTRIBUTIONS = 60
 #: Characters of a prompt or response shown before it is cut.
 MAX_TEXT = 4000
+#: A load test's prompts shown (the rest are counted).
+MAX_PROMPTS = 3
 
 _TITLES = {
     "tpot_s": "TPOT",
@@ -105,6 +107,18 @@ def _distributions(document: dict[str, Any]) -> tuple[list[dict[str, Any]], int]
     return out, max(0, len(results) - MAX_DISTRIBUTIONS)
 
 
+def _prompt(params: dict[str, Any]) -> str:
+    """``llm_bench``'s prompt, or the first few of ``llm_load``'s prompts with their count."""
+    prompts = params.get("prompts")
+    if params.get("prompt") is not None or not isinstance(prompts, list):
+        return prompt_text(params.get("prompt"))
+    shown = prompts[:MAX_PROMPTS]
+    head = f"{len(prompts)} prompt(s)" + (
+        f", the first {len(shown)}:" if len(shown) < len(prompts) else ":"
+    )
+    return "\n\n".join([head, *(f"[{i + 1}] {prompt_text(p)}" for i, p in enumerate(shown))])
+
+
 def _samples(document: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for r in sorted(document.get("results", []), key=lambda r: (r["nodeid"], r["name"])):
@@ -113,10 +127,12 @@ def _samples(document: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "title": bench_label(r["nodeid"], r["name"], r["backend_id"], r["backend"]),
                 "backend_id": r["backend_id"],
-                "prompt": _clip(prompt_text(r["params"].get("prompt"))),
+                "prompt": _clip(_prompt(r["params"])),
                 "output": _clip(generations[0].get("text")),
                 "params": ", ".join(
-                    f"{k}={v}" for k, v in r["params"].items() if k not in ("prompt", "options")
+                    f"{k}={v}"
+                    for k, v in r["params"].items()
+                    if k not in ("prompt", "prompts", "options")
                 ),
             }
         )
@@ -189,8 +205,8 @@ def _backend(record: dict[str, Any]) -> dict[str, str]:
 def _quality_gate(document: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for c in document.get("quality_gate", []):
-        comparison = QualityComparison(**c)
-        out.append({**c, "line": comparison.describe()})
+        comparison = quality_comparison(c)
+        out.append({**comparison.to_json(), "line": comparison.describe()})
     return out
 
 

@@ -218,6 +218,8 @@ class _Server(ThreadingHTTPServer):
     # Handler threads are joined on close; each is bounded by its socket timeout and waits.
     daemon_threads = False
     block_on_close = True
+    # Load tests open many connections at once; the default backlog of 5 would drop some SYNs.
+    request_queue_size = 128
     owner: BedrockServer
 
     def process_request(self, request: Any, client_address: Any) -> None:

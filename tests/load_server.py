@@ -4,12 +4,13 @@ Real HTTP/1.1 (keep-alive, chunked transfer) and real server-sent events, so the
 async client runs unmodified. Each request says how it wants to be answered: when the last
 message's content is a JSON object, its keys set the reply (anything else gets the defaults):
 
-    {"ttft": 0.3, "gap": 0.01, "tokens": 8, "per_chunk": 2, "status": 429}
+    {"ttft": 0.3, "gap": 0.01, "tokens": 8, "per_chunk": 2, "running": false, "status": 429}
 
 - ``ttft``: seconds before the first content chunk; ``gap``: seconds between chunks;
 - ``tokens``: output tokens (capped by ``max_tokens``); ``per_chunk``: tokens per SSE chunk
   (each chunk then carries a running ``usage.completion_tokens``, like vLLM's continuous usage
-  stats, so the client can count them);
+  stats, so the client can count them, unless ``running`` is false: then only the final usage
+  says how many tokens there were);
 - ``status``: answer this HTTP status with a JSON error instead (``retry-after: 0``).
 
 ``serve()`` runs it in a thread of this process; ``python tests/load_server.py`` runs it alone
@@ -71,7 +72,7 @@ async def _stream(writer: asyncio.StreamWriter, reply: dict[str, Any], model: st
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
     )
     tokens, per_chunk = int(reply["tokens"]), max(1, int(reply.get("per_chunk", 1)))
-    continuous = per_chunk > 1
+    continuous = per_chunk > 1 and reply.get("running", True)
     base = {"id": "load", "object": "chat.completion.chunk", "created": 0, "model": model}
     role = {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}
     await _send_chunk(writer, b"data: " + json.dumps(role).encode() + b"\n\n")

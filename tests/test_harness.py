@@ -79,3 +79,18 @@ def test_measure_consumes_a_lazy_stream():
     assert g.ttft_s is not None
     assert g.e2e_s >= g.ttft_s > 0
     assert len(g.itl_s) == 2
+
+
+def test_a_final_usage_count_is_spread_over_chunks_counted_one_each():
+    # Bedrock and many servers send several tokens per delta and say how many only at the
+    # end: 3 chunks, 9 tokens -> 3 tokens per chunk; the two later chunks give 3 gaps of 10 ms
+    # each (the first chunk's tokens follow TTFT, not a gap).
+    g = gen(
+        [100, 130, 160, 160],
+        [Chunk("a"), Chunk("b"), Chunk("c"), Usage(5, "usage", output_tokens=9)],
+        end_ms=160,
+    )
+    assert g.output_tokens == 9
+    assert g.itl_s == pytest.approx([0.010] * 6)
+    assert sum(g.itl_s) == pytest.approx(0.060)
+    assert g.tpot_s == pytest.approx(0.060 / 8)

@@ -231,3 +231,52 @@ def test_an_unwritable_history_fails_the_run_with_a_clear_line(fake):
     result.stdout.fnmatch_lines(
         ["*could not add this run to the history in *blocker/hist: *Not a directory*"]
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda d: d["results"][0].pop("name"), "results[0] has no name string"),
+        (
+            lambda d: d["results"][0]["stats"].update(ttft_s=[1, 2]),
+            "results[0] has stats.ttft_s [1, 2], not an object",
+        ),
+        (
+            lambda d: d["results"][0]["samples"].update(ttft_s="0.1"),
+            "results[0] has samples.ttft_s '0.1', not a list",
+        ),
+        (
+            lambda d: d["results"][0].update(errors={"failed": 2, "by_kind": {}}),
+            "results[0] has errors without attempts and retried counts",
+        ),
+        (
+            lambda d: d.update(quality=[{"nodeid": "t.py::t", "backend": None, "score": 1}]),
+            "quality[0] has no backend_id (a string, or null for a test without llm_backend)",
+        ),
+        (
+            lambda d: d["environment"].update(commit_info="abc"),
+            "'environment' has commit_info 'abc', not an object or null",
+        ),
+        (lambda d: d.update(backend_errors={"x": 1}), "'backend_errors' is not an object of"),
+        (
+            lambda d: d.update(sources=[{"created": d["created"]}]),
+            "sources[0] has environment None, not an object",
+        ),
+    ],
+    ids=[
+        "no name",
+        "stat list",
+        "samples text",
+        "errors",
+        "quality",
+        "commit_info",
+        "backend_errors",
+        "source",
+    ],
+)
+def test_check_document_names_the_malformed_entry(change, problem):
+    doc = one_night()
+    assert history.check_document(doc) is None
+    change(doc)
+    found = history.check_document(doc)
+    assert found is not None and found.startswith(problem), found

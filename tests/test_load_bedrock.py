@@ -1,6 +1,7 @@
 """``llm_load`` on Bedrock: ConverseStream in a bounded thread pool, against the loopback
 event-stream server (tests/bedrock_server.py)."""
 
+import logging
 from collections import Counter
 
 import pytest
@@ -45,3 +46,25 @@ def test_concurrent_converse_streams_with_throttling_counted(aws):
     assert all(g.ttft_s is not None and g.ttft_s >= 0.05 for g in ok)
     # Three threads, three connections at most: the pool bounds the concurrency.
     assert 1 < peak_ports <= 3
+
+
+def test_the_connection_pool_is_sized_to_the_load(aws, caplog):
+    # botocore pools 10 connections by default; 16 threads would open more and discard them.
+    caplog.set_level(logging.WARNING, logger="urllib3")
+    with running() as srv:
+        srv.default = Script(first_delay_s=0.02, delay_s=0.002, output_tokens=12)
+        spec = parse_spec(f"bedrock:{MODEL}?endpoint_url={srv.url}&region=us-east-1&timeout=10")
+        backend = BedrockBackend(spec, resolve_options(spec, BedrockBackend.options))
+        backend.check()
+        backend.load()
+        try:
+            run = run_load(backend.open_async, [Request("hi", 16)], LoadPoint(16, None, 64, None))
+        finally:
+            backend.close()
+        ports = {r.client_port for r in srv.received}
+    assert [r.error for r in run.records] == [None] * 64
+    assert len(ports) <= 16
+    assert not [r for r in caplog.records if "Connection pool is full" in r.getMessage()]
+    # 4 text deltas, 12 tokens by the final usage: the windows count 12 per request.
+    assert all(sum(k for _, k in r.token_events) == 12 for r in run.records)
+    assert all(r.generation.output_tokens == 12 for r in run.records)

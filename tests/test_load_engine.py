@@ -15,7 +15,12 @@ from pytest_llmperf._loadgen import LoadPoint, poisson_offsets, run_load
 from pytest_llmperf.backends import Request
 from pytest_llmperf.backends.openai import OpenAIBackend
 from pytest_llmperf.errors import GenerationError
-from pytest_llmperf.load_metrics import achieved_concurrency, goodput, window_throughput
+from pytest_llmperf.load_metrics import (
+    achieved_concurrency,
+    goodput,
+    steady_window,
+    window_throughput,
+)
 from pytest_llmperf.options import resolve_options
 from pytest_llmperf.spec import parse_spec
 from pytest_llmperf.stats import summarize
@@ -77,9 +82,47 @@ def test_multi_token_chunks_count_tokens_and_spread_itl(server):
         g = record.generation
         assert g.output_tokens == 8 and g.chunks == 4
         assert [k for _, k in record.token_events] == [2, 2, 2, 2]
-        # 3 gaps between chunks, each spread over its chunk's 2 tokens; TTFT is not one of them.
-        assert len(g.itl_s) == 6
-        assert g.itl_s[0] == g.itl_s[1] and 0.005 < g.itl_s[0] < g.ttft_s + 0.02
+        stamps = [stamp for stamp, _ in record.token_events]
+        # Each of the 3 gaps between chunks is spread over its chunk's 2 tokens ...
+        assert g.itl_s == [(b - a) / 2 / 1e9 for a, b in pairwise(stamps) for _ in range(2)]
+        assert sum(g.itl_s) == pytest.approx((stamps[-1] - stamps[0]) / 1e9, rel=1e-9)
+        # ... and TTFT, up to the first chunk, is not one of them.
+        assert g.ttft_s == (stamps[0] - record.t0) / 1e9
+    b.close()
+
+
+def test_chunks_without_a_running_count_are_rescaled_to_the_reported_tokens(server):
+    # 2 tokens per chunk but only the final usage says so: each chunk first counts as one.
+    b = backend(server.url)
+    run = run_load(
+        b.open_async,
+        requests({"tokens": 8, "per_chunk": 2, "gap": 0.005, "running": False}),
+        LoadPoint(2, None, 12, None),
+    )
+    for record in run.records:
+        assert record.generation.output_tokens == 8 and record.generation.chunks == 4
+        assert [k for _, k in record.token_events] == [2, 2, 2, 2]
+    _, tps, info = window_throughput(run.records)
+    start, end, _ = steady_window(run.records)
+    chunks = sum(start <= t <= end for r in run.records for t, _ in r.token_events)
+    # Every chunk that arrived in the steady state brings its 2 tokens to the windows.
+    assert sum(tps) * info["window_s"] == pytest.approx(2 * chunks)
+    b.close()
+
+
+def test_a_concurrency_slot_wait_is_recorded_apart_from_the_generators_lag(server):
+    point = LoadPoint(1, 1000.0, 4, None, seed=0)
+    # All four arrive within a few ms, long before the first 100 ms request ends.
+    assert poisson_offsets(1000.0, 0, 4, None)[-1] < 50_000_000
+    b = backend(server.url)
+    run = run_load(b.open_async, requests({"ttft": 0.1, "tokens": 1}), point)
+    first, *queued = run.records
+    assert first.slot_wait_ns == first.slot_ns - first.scheduled_ns
+    for before, record in zip(run.records, queued, strict=False):
+        # The slot frees only when the request before it ended: that wait is the server's.
+        assert record.slot_ns >= before.t_end > record.scheduled_ns
+        assert record.slot_wait_ns == record.slot_ns - record.scheduled_ns > 0
+        assert record.lag_ns == record.t0 - record.slot_ns
     b.close()
 
 

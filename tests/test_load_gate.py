@@ -8,7 +8,7 @@ from pytest_llmperf.baseline import StoredBenchmark
 from pytest_llmperf.compare import GatePolicy, Reference
 from pytest_llmperf.gate import DEFAULT_TOLERANCES, Verdict
 from pytest_llmperf.harness import derive
-from pytest_llmperf.load import gate_load, run_samples
+from pytest_llmperf.load import error_limit_message, gate_load, run_samples
 from pytest_llmperf.load_metrics import (
     achieved_concurrency,
     tail_decidable,
@@ -117,3 +117,39 @@ def test_gate_catches_lower_throughput_and_skips_an_undecidable_tail():
     small = gate_load(synthetic_run(rng, 20, 1.0, 2.0), stored(base), POLICY)
     assert "ttft_p95_s" not in {m["metric"] for m in small["metrics"]}
     assert any("ttft_p95_s not gated" in w for w in small["warnings"])
+
+
+def run_of(ttfts_ms: list[float], spacing_ms: float = 2.0) -> LoadRun:
+    records = [record(i, int(i * spacing_ms * MS), t) for i, t in enumerate(ttfts_ms)]
+    end = max(r.t_end for r in records)
+    return LoadRun(LoadPoint(None, 1e3 / spacing_ms, len(records), None), records, 0, end, 0.1)
+
+
+def test_an_open_loop_that_falls_behind_is_a_regression_not_unstable():
+    rng = random.Random(6)
+    base = run_of([rng.lognormvariate(3.0, 0.2) for _ in range(200)])
+    # The server now keeps up with only part of the rate: a queue builds, so each request
+    # waits ~0.5 ms longer than the one before it. The trend is the regression itself.
+    growing = [rng.lognormvariate(3.0, 0.2) + 0.5 * i for i in range(200)]
+    gate = gate_load(run_of(growing), stored(base), POLICY)
+    verdicts = {m["metric"]: m["verdict"] for m in gate["metrics"]}
+    assert verdicts["ttft_s"] == verdicts["ttft_p95_s"] == Verdict.REGRESSION
+    assert gate["verdict"] == Verdict.REGRESSION
+    assert "ttft_s" in gate["p_sequential"]
+
+
+def test_too_many_failed_requests_is_llm_benchs_error_with_the_counts():
+    ok = run_of([20.0] * 18)
+    failed = [
+        RequestRecord(18 + i, 0, 0, MS, error="rate_limit", message=f"429 #{i}") for i in range(3)
+    ]
+    assert error_limit_message(ok, 0.1) is None
+    ok.records.extend(failed[:2])  # 2 of 20: allowed, as llm_bench allows 2 whatever the rate
+    assert error_limit_message(ok, 0.1) is None
+    ok.records.append(failed[2])
+    assert error_limit_message(ok, 0.1, "the reference x: ") == (
+        "the reference x: 3 of 21 requests failed (rate_limit x3), more than "
+        "--llm-max-error-rate=0.1 allows; the samples left would be survivors, not the "
+        "server's latency. Last error: 429 #2"
+    )
+    assert error_limit_message(ok, 0.15) is None  # floor(0.15 x 21) = 3 allowed

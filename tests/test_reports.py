@@ -24,6 +24,7 @@ from test_judge import _openai_stack_loaded  # noqa: F401  (module fixture: load
 
 from pytest_llmperf._report_data import COLUMNS, rows
 from pytest_llmperf.benchmark_json import TIMING_METRIC, to_benchmark_json
+from pytest_llmperf.history import check_document
 from pytest_llmperf.report_html import render_html
 from pytest_llmperf.report_markdown import escape, render_markdown
 
@@ -201,6 +202,7 @@ def test_html_report_is_self_contained_and_reads_right_in_chromium(scenario, tmp
 def test_markdown_summary_counts_regressions_and_escapes_everything(scenario):
     text = (scenario.path / "summary.md").read_text()
     doc = json.loads((scenario.path / "out.json").read_text())
+    assert check_document(doc) is None  # and llmperf reads it, judge verdicts and all
     assert text.rstrip("\n") == render_markdown(doc)
     assert "- latency gate: **4 REGRESSION**" in text
     assert "- quality gate: **1 REGRESSION**, 1 PASS" in text
@@ -329,3 +331,35 @@ def test_a_run_without_baseline_or_judge_says_so():
     text = render_markdown(doc)
     assert "- nothing was compared with a baseline" in text and "| Test |" not in text
     assert to_benchmark_json(doc)["benchmarks"] == []
+
+
+def test_a_load_test_shows_its_first_prompts_with_their_count(pytester):
+    from load_server import serve
+
+    pytester.makepyfile(
+        """
+        PROMPTS = ["<script>alert(1)</script> one", "two & three", "third", "fourth", "fifth"]
+
+        def test_serving(llm_load):
+            llm_load(PROMPTS, concurrency=2, requests=10, warmup=0)
+        """
+    )
+    with serve() as server:
+        result = pytester.runpytest(
+            f"--llm=openai:m@{server.url}", "--llm-html=out.html", "-p", "no:cacheprovider"
+        )
+    result.assert_outcomes(passed=1)
+    page = (pytester.path / "out.html").read_text()
+    [prompt] = re.findall(r"<h3>Prompt</h3><pre>(.*?)</pre>", page, re.S)
+    assert prompt == (
+        "5 prompt(s), the first 3:\n\n[1] &lt;script&gt;alert(1)&lt;/script&gt; one\n\n"
+        "[2] two &amp; three\n\n[3] third"
+    )
+    assert "fourth" not in page
+    [params] = re.findall(
+        r"<summary>test_serving[^<]*<span[^>]*>[^<]*</span></summary>\s*"
+        r'<div class="muted">(.*?)</div>',
+        page,
+        re.S,
+    )
+    assert "prompts=" not in params and "concurrency=2" in params

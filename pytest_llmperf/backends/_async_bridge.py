@@ -31,11 +31,17 @@ class ThreadedStreamer:
     """Created inside the running loop; ``aclose`` waits for the threads to finish."""
 
     def __init__(
-        self, stream: Callable[[Request], Iterator[Chunk | Usage]], limit: int, name: str
+        self,
+        stream: Callable[[Request], Iterator[Chunk | Usage]],
+        limit: int,
+        name: str,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self._stream = stream
         self._loop = asyncio.get_running_loop()
         self._pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix=name)
+        #: Frees what the streams shared (the SDK client), once every thread has finished.
+        self._on_close = on_close
 
     def _pump(self, request: Request, queue: asyncio.Queue[object], stop: threading.Event) -> None:
         put = self._loop.call_soon_threadsafe
@@ -72,3 +78,5 @@ class ThreadedStreamer:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, True, cancel_futures=True)
+        if self._on_close is not None:
+            self._on_close()

@@ -190,29 +190,35 @@ class BedrockBackend:
         self._require_credentials(session)
 
     def load(self) -> None:
+        session = self._get_session()
+        self._require_credentials(session)
+        self._client = self._new_client()
+        self._where = f"Bedrock at {self._client.meta.endpoint_url}"
+
+    def _new_client(self, **config: Any) -> Any:
+        """A bedrock-runtime client; ``config``: further botocore ``Config`` settings."""
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, NoRegionError
 
         session = self._get_session()
-        self._require_credentials(session)
-        config = Config(
+        settings = Config(
             # total_max_attempts counts the first try ("max_attempts": 1 would allow a retry).
             retries={"total_max_attempts": 1, "mode": "standard"},
             connect_timeout=self.opts["connect_timeout"],
             read_timeout=self.opts["timeout"],
+            **config,
         )
         try:
-            self._client = session.client(
+            return session.client(
                 "bedrock-runtime",
                 region_name=self._region(session),
                 endpoint_url=self._endpoint(),
-                config=config,
+                config=settings,
             )
         except NoRegionError as exc:
             raise BackendUnavailable(_NO_REGION) from exc
         except (BotoCoreError, ValueError) as exc:  # ValueError: a malformed endpoint URL
             raise BackendUnavailable(f"cannot create a bedrock-runtime client: {exc}") from exc
-        self._where = f"Bedrock at {self._client.meta.endpoint_url}"
 
     def _converse_kwargs(self, request: Request) -> dict[str, Any]:
         prompt = request.prompt
@@ -248,6 +254,9 @@ class BedrockBackend:
         return kwargs
 
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
+        return self._stream_with(self._client, request)
+
+    def _stream_with(self, client: Any, request: Request) -> Iterator[Chunk | Usage]:
         from botocore.eventstream import ParserError
         from botocore.exceptions import BotoCoreError, ClientError
         from urllib3.exceptions import HTTPError
@@ -257,11 +266,13 @@ class BedrockBackend:
         kwargs = self._converse_kwargs(request)
         self.last_server_latency_ms = self.last_stop_reason = None
         try:
-            events = self._client.converse_stream(**kwargs)["stream"]
+            events = client.converse_stream(**kwargs)["stream"]
         except (ClientError, BotoCoreError, HTTPError) as exc:
             raise self._translate(exc, None) from exc
         chunks = 0
         metadata: dict[str, Any] | None = None
+        # Local, not the attribute: under llm_load other threads stream at the same time.
+        stop_reason: str | None = None
         finished = False
         try:
             for event in events:
@@ -272,7 +283,7 @@ class BedrockBackend:
                         chunks += 1
                         yield Chunk(text, 1)
                 elif "messageStop" in event:
-                    self.last_stop_reason = event["messageStop"].get("stopReason")
+                    stop_reason = self.last_stop_reason = event["messageStop"].get("stopReason")
                 elif "metadata" in event:
                     metadata = event["metadata"]
             finished = True
@@ -282,7 +293,7 @@ class BedrockBackend:
             if not finished:
                 # A half-read connection must not go back to the pool for the next sample.
                 events.close()
-        if self.last_stop_reason is None:
+        if stop_reason is None:
             raise TransientError(
                 f"{self._where} ended the stream without messageStop after {_plural(chunks)}",
                 kind="stream_cut",
@@ -306,10 +317,19 @@ class BedrockBackend:
     def open_async(self, limit: int) -> Any:
         """``llm_load``'s concurrent streams. boto3 has no async client (and aiobotocore is not
         a dependency): each ConverseStream runs in a pool of ``limit`` threads, its events
-        handed to the event loop as they arrive (``_async_bridge``)."""
+        handed to the event loop as they arrive (``_async_bridge``). They share a client of
+        their own whose connection pool holds ``limit`` connections: with botocore's default
+        of 10, more threads would open connections the pool then discards ("Connection pool
+        is full"), so later requests would pay a new connection inside the measurement."""
         from ._async_bridge import ThreadedStreamer
 
-        return ThreadedStreamer(self.stream, limit, "llmperf-bedrock")
+        client = self._new_client(max_pool_connections=limit)
+        return ThreadedStreamer(
+            lambda request: self._stream_with(client, request),
+            limit,
+            "llmperf-bedrock",
+            on_close=client.close,
+        )
 
     def _translate(self, exc: Exception, chunks: int | None) -> GenerationError:
         """The error to raise for an SDK failure; ``chunks`` is None before the stream began."""
