@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .compare import gate_message
-from .gate import Verdict
+from .gate import SEVERITY, Verdict
 from .quality_gate import QualityComparison
 from .stats import median_ratio_ci
 
@@ -38,15 +38,8 @@ __all__ = [
     "verdict_counts",
 ]
 
-#: Verdicts in the order a reader should see them.
-ORDER = (
-    Verdict.REGRESSION,
-    Verdict.REFUSED,
-    Verdict.UNSTABLE,
-    Verdict.INCONCLUSIVE,
-    Verdict.IMPROVEMENT,
-    Verdict.PASS,
-)
+#: Verdicts in the order a reader should see them: worst first, as the gate ranks them.
+ORDER = SEVERITY
 
 
 @dataclass(frozen=True)

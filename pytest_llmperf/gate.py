@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_TOLERANCES",
     "DIRECTIONS",
     "FEW_RUNS_DRIFT_ALLOWANCE",
+    "SEVERITY",
     "MetricVerdict",
     "Verdict",
     "drift_allowance",
@@ -40,8 +41,9 @@ class Verdict:
     REFUSED = "REFUSED"
 
 
-# Worst first: the verdict of a benchmark is the worst of its metrics'.
-_SEVERITY = (
+#: Worst first: the verdict of a benchmark is the worst of its metrics'; reports list them
+#: in this order too.
+SEVERITY = (
     Verdict.REGRESSION,
     Verdict.REFUSED,
     Verdict.UNSTABLE,
@@ -238,7 +240,7 @@ def _beyond_any_trend(
 
 
 def worst(verdicts: Sequence[str]) -> str:
-    return min(verdicts, key=_SEVERITY.index) if verdicts else Verdict.PASS
+    return min(verdicts, key=SEVERITY.index) if verdicts else Verdict.PASS
 
 
 def gated_metrics(output_tokens: Sequence[float]) -> tuple[str, str]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import GenerationError, InvalidRequest, TransientError
 from . import Chunk, Request, Usage
-from .openai import _http_module, chunk_tokens, request_body
+from .openai import EventStream, _http_module, request_body
 
 if TYPE_CHECKING:
     from .openai import OpenAIBackend
@@ -39,10 +39,7 @@ class AsyncOpenAIStreamer:
         if request.max_tokens < 1:
             raise InvalidRequest(f"max_tokens must be >= 1, got {request.max_tokens}")
         path, body = request_body(backend, request)
-        chat = path == "/chat/completions"
-        usage: dict[str, Any] | None = None
-        chunks = counted = 0
-        finished = False
+        events = EventStream(backend._where, chat=path == "/chat/completions")
         response: Any = None
         # asyncio.timeout is 3.11+: the same thing by hand, cancelling this task at the deadline.
         task = asyncio.current_task()
@@ -64,42 +61,21 @@ class AsyncOpenAIStreamer:
                 await response.aread()
                 raise backend.status_error(response.status_code, response.headers, response.text)
             async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue  # blank separators, ": ping" comments, "event:" names
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    finished = True
-                    continue  # read to the end so the connection goes back to the pool
-                event = json.loads(data)
-                if event.get("error"):
-                    raise GenerationError(f"{backend._where} sent an error event: {event['error']}")
-                if event.get("usage"):
-                    usage = event["usage"]
-                choices = event.get("choices")
-                if not choices:
-                    continue
-                finished = finished or bool(choices[0].get("finish_reason"))
-                delta = choices[0]["delta"].get("content") if chat else choices[0].get("text")
-                if delta:
-                    chunks += 1
-                    tokens, counted = chunk_tokens(event, counted)
-                    yield Chunk(delta, tokens)
-            if not finished:
-                raise TransientError(
-                    f"{backend._where} ended the stream without [DONE] after {chunks} chunks",
-                    kind="stream_cut",
-                )
+                chunk = events.feed(line)
+                if chunk is not None:
+                    yield chunk
+            events.check_end()
         except asyncio.CancelledError as exc:
             if not expired.is_set():
                 raise
             uncancel = getattr(task, "uncancel", None)  # 3.11+: the cancel was ours
             if uncancel is not None:
                 uncancel()
-            raise backend._deadline_error(chunks) from exc
+            raise backend._deadline_error(events.chunks) from exc
         except (TransientError, GenerationError, InvalidRequest):
             raise
         except Exception as exc:
-            translated = backend._translate(exc, chunks)
+            translated = backend._translate(exc, events.chunks)
             if translated is exc:
                 raise
             raise translated from exc
@@ -107,12 +83,7 @@ class AsyncOpenAIStreamer:
             timer.cancel()
             if response is not None:
                 await response.aclose()
-        if usage is not None:
-            yield Usage(
-                usage.get("prompt_tokens"), "usage", output_tokens=usage.get("completion_tokens")
-            )
-        else:
-            yield Usage(None, "chunks")
+        yield events.usage_item()
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -160,10 +160,7 @@ class OpenAIBackend:
         # ~0.3 ms per chunk of client CPU that would land in every TTFT and ITL.
         if request.max_tokens < 1:
             raise InvalidRequest(f"max_tokens must be >= 1, got {request.max_tokens}")
-        usage: dict[str, Any] | None = None
-        chat = self.opts["api"] == "chat"
-        chunks = counted = 0
-        finished = False
+        events = EventStream(self._where, chat=self.opts["api"] == "chat")
         expired = threading.Event()
         armed = False
         http: Any = None
@@ -176,42 +173,17 @@ class OpenAIBackend:
 
             self._watchdog.arm(self.opts["deadline"], expire)
             armed = True
-            done = False
             for line in http.iter_lines():
-                if done or not line.startswith("data:"):
-                    continue  # blank separators, ": ping" comments, "event:" names
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    # Read on to the body's end rather than break: a response closed unread
-                    # takes its connection with it, and the next request would pay a new TCP
-                    # (and TLS) handshake inside its TTFT.
-                    finished = done = True
-                    continue
-                event = json.loads(data)
-                if event.get("error"):
-                    raise GenerationError(f"{self._where} sent an error event: {event['error']}")
-                if event.get("usage"):
-                    usage = event["usage"]
-                choices = event.get("choices")
-                if not choices:
-                    continue
-                finished = finished or bool(choices[0].get("finish_reason"))
-                text = choices[0]["delta"].get("content") if chat else choices[0].get("text")
-                if text:
-                    chunks += 1
-                    tokens, counted = chunk_tokens(event, counted)
-                    yield Chunk(text, tokens)
+                chunk = events.feed(line)
+                if chunk is not None:
+                    yield chunk
             if expired.is_set():  # closing the response may end the iteration quietly
-                raise self._deadline_error(chunks)
-            if not finished:  # some servers omit [DONE] after a finish_reason
-                raise TransientError(
-                    f"{self._where} ended the stream without [DONE] after {chunks} chunks",
-                    kind="stream_cut",
-                )
+                raise self._deadline_error(events.chunks)
+            events.check_end()
         except Exception as exc:
             if expired.is_set() and not isinstance(exc, TransientError):
-                raise self._deadline_error(chunks) from exc
-            translated = self._translate(exc, chunks)
+                raise self._deadline_error(events.chunks) from exc
+            translated = self._translate(exc, events.chunks)
             if translated is exc:
                 raise
             raise translated from exc
@@ -220,12 +192,7 @@ class OpenAIBackend:
                 self._watchdog.disarm()
             if http is not None:
                 http.close()  # also when the consumer stops early: free the connection
-        if usage is not None:
-            yield Usage(
-                usage.get("prompt_tokens"), "usage", output_tokens=usage.get("completion_tokens")
-            )
-        else:
-            yield Usage(None, "chunks")
+        yield events.usage_item()
 
     def open_async(self, limit: int) -> Any:
         """``llm_load``'s concurrent streams, on ``openai.AsyncOpenAI`` (``_openai_async``)."""
@@ -304,6 +271,61 @@ def request_body(backend: OpenAIBackend, request: Request) -> tuple[str, dict[st
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     body["messages"] = [dict(m) for m in messages]
     return "/chat/completions", body
+
+
+class EventStream:
+    """One streamed completion's server-sent events, fed a line at a time: the blocking and
+    the ``llm_load`` path both parse with this."""
+
+    def __init__(self, where: str, *, chat: bool) -> None:
+        self.where = where
+        self.chat = chat
+        self.usage: dict[str, Any] | None = None
+        self.chunks = 0  # content events received
+        self.counted = 0  # output tokens they carried
+        self.finished = False
+        self.done = False
+
+    def feed(self, line: str) -> Chunk | None:
+        if self.done or not line.startswith("data:"):
+            return None  # blank separators, ": ping" comments, "event:" names, after [DONE]
+        data = line[5:].strip()
+        if data == "[DONE]":
+            # The caller reads on to the body's end rather than stop here: a response closed
+            # unread takes its connection with it, and the next request would pay a new TCP
+            # (and TLS) handshake inside its TTFT.
+            self.finished = self.done = True
+            return None
+        event = json.loads(data)
+        if event.get("error"):
+            raise GenerationError(f"{self.where} sent an error event: {event['error']}")
+        if event.get("usage"):
+            self.usage = event["usage"]
+        choices = event.get("choices")
+        if not choices:
+            return None
+        self.finished = self.finished or bool(choices[0].get("finish_reason"))
+        text = choices[0]["delta"].get("content") if self.chat else choices[0].get("text")
+        if not text:
+            return None
+        self.chunks += 1
+        tokens, self.counted = chunk_tokens(event, self.counted)
+        return Chunk(text, tokens)
+
+    def check_end(self) -> None:
+        if not self.finished:  # some servers omit [DONE] after a finish_reason
+            raise TransientError(
+                f"{self.where} ended the stream without [DONE] after {self.chunks} chunks",
+                kind="stream_cut",
+            )
+
+    def usage_item(self) -> Usage:
+        if self.usage is None:
+            return Usage(None, "chunks")
+        usage = self.usage
+        return Usage(
+            usage.get("prompt_tokens"), "usage", output_tokens=usage.get("completion_tokens")
+        )
 
 
 def chunk_tokens(event: Mapping[str, Any], counted: int) -> tuple[int, int]:
