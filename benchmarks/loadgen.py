@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from load_server import directive  # noqa: E402
 
-from pytest_llmperf._loadgen import LoadPoint, _sleep_until, poisson_offsets, run_load  # noqa: E402
+from pytest_llmperf._loadgen import LoadPoint, Spin, _sleep_until, poisson_offsets, run_load  # noqa: E402
 from pytest_llmperf.backends import Request  # noqa: E402
 from pytest_llmperf.backends.openai import OpenAIBackend  # noqa: E402
 from pytest_llmperf.options import resolve_options  # noqa: E402
@@ -82,8 +82,12 @@ def httpx_trial(url: str) -> Callable[[int, float, int], tuple[float, float]]:
             lags: list[float] = []
 
             async def one(due: int) -> None:
+                # As llm_load counts it: from when the request was due, or got a slot if all
+                # were taken (that wait is the server's).
+                full = slots.locked()
                 async with slots:
-                    lags.append((time.perf_counter_ns() - due) / 1e9)
+                    now = time.perf_counter_ns()
+                    lags.append((now - (max(due, now) if full else due)) / 1e9)
                     async with client.stream("POST", "/chat/completions", json=body) as resp:
                         async for _ in resp.aiter_lines():
                             pass
@@ -91,9 +95,10 @@ def httpx_trial(url: str) -> Callable[[int, float, int], tuple[float, float]]:
             await asyncio.gather(*(one(time.perf_counter_ns()) for _ in range(min(c, 16))))
             lags.clear()
             start = time.perf_counter_ns()
+            spin = Spin()  # the same pre-arrival wait as the generator's
             tasks = []
             for offset in poisson_offsets(rate, 1, n, None):
-                await _sleep_until(start + offset)
+                await _sleep_until(start + offset, spin)
                 tasks.append(asyncio.create_task(one(start + offset)))
             await asyncio.gather(*tasks)
             return statistics.median(lags), (time.perf_counter_ns() - start) / 1e9

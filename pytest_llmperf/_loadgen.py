@@ -10,9 +10,10 @@ first ``__anext__`` of the backend's async stream, then at each item, then at it
 derived with :func:`~pytest_llmperf.harness.derive`, so TTFT, TPOT and ITL mean the same as in
 ``llm_bench``. The generator also measures itself: ``scheduled_ns`` is when a request was due
 (its arrival time; in a closed loop, when its worker became free) and ``t0`` when it actually
-started. Open loop with a ``concurrency`` cap, ``slot_ns`` is when the request got its slot:
-waiting for one is the server's doing (the slots are full of its requests), so the generator's
-own lag is ``t0 - max(scheduled_ns, slot_ns)`` and the slot wait is reported apart. The event
+started. Open loop with a ``concurrency`` cap, a request that arrives when every slot is taken
+records ``slot_ns``, when it got one: that wait is the server's doing (the slots are full of
+its requests), so the generator's own lag is ``t0 - max(scheduled_ns, slot_ns)`` and the slot
+wait is reported apart. The event
 loop sleeps to within ~1 ms of an arrival and then yields (``sleep(0)``) until it is due,
 because ``epoll`` rounds timeouts up to whole milliseconds; that spin keeps the core busy by
 design, so its wall and CPU time are measured and left out of ``cpu_share``.
@@ -111,7 +112,8 @@ class RequestRecord:
     message: str | None = None
     #: (arrival ns, tokens) per chunk that carried tokens; for per-window token throughput.
     token_events: list[tuple[int, int]] = field(default_factory=list, repr=False)
-    #: When it got a concurrency slot (open loop with a cap); None: no slot to wait for.
+    #: When it got a concurrency slot, if it arrived with all taken (open loop with a cap);
+    #: None: it did not wait for one.
     slot_ns: int | None = None
 
     @property
@@ -273,8 +275,11 @@ class _Driver:
             if slots is None:
                 await self.one(index, due)
                 return
+            # Only a wait for a full set of slots is the server's doing; the delay before this
+            # task first ran is the event loop's, and stays the generator's lag.
+            full = slots.locked()
             async with slots:
-                await self.one(index, due, time.perf_counter_ns())
+                await self.one(index, due, time.perf_counter_ns() if full else None)
 
         tasks: list[asyncio.Task[None]] = []
         try:
