@@ -1,8 +1,8 @@
 """Serving load benchmarks: one :class:`LoadResult` per sweep point, gated like ``llm_bench``.
 
 ``llm_load(prompts, concurrency=[1, 4, 16])`` or ``llm_load(prompts, rate=[2, 8])`` drives the
-backend's async path (:class:`~pytest_llmperf.backends.AsyncCapable`; openai on
-``openai.AsyncOpenAI``, bedrock in a bounded thread pool) with the generator in
+backend's async path (:class:`~pytest_llmperf.backends.AsyncCapable`; openai on the
+SDK's async HTTP client, bedrock in a bounded thread pool) with the generator in
 :mod:`._loadgen`, and summarises each point with :mod:`.load_metrics`. A results entry has the
 shape of an ``llm_bench`` one (name, nodeid, backend, params, stats, samples, gate ...) plus a
 ``load`` section: throughput, output tokens/s, goodput under ``--llm-slo``, achieved

@@ -195,7 +195,7 @@ class OpenAIBackend:
         yield events.usage_item()
 
     def open_async(self, limit: int) -> Any:
-        """``llm_load``'s concurrent streams, on ``openai.AsyncOpenAI`` (``_openai_async``)."""
+        """``llm_load``'s concurrent streams, on the SDK's async HTTP client (``_openai_async``)."""
         from ._openai_async import AsyncOpenAIStreamer
 
         return AsyncOpenAIStreamer(self, limit)
