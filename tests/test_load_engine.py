@@ -46,14 +46,19 @@ def requests(*replies: dict) -> list[Request]:
 
 def test_goodput_and_ttft_percentiles_are_exact(server):
     b = backend(server.url)
-    slow, fast = {"ttft": 0.3, "tokens": 4}, {"ttft": 0.05, "tokens": 4}
+    # The server holds each first token for exactly these times; the SLO sits far between
+    # them, so a busy machine delaying a fast request by a few hundred ms changes nothing.
+    slow, fast = {"ttft": 0.6, "tokens": 4}, {"ttft": 0.02, "tokens": 4}
     run = run_load(b.open_async, requests(*[slow] * 5, *[fast] * 15), LoadPoint(4, None, 20, None))
     assert len(run.records) == 20 and all(r.error is None for r in run.records)
-    assert goodput(run.records, {"ttft_s": 0.2}) == {"good": 15, "total": 20, "share": 0.75}
-    ttft = summarize([r.generation.ttft_s for r in run.records])
-    # 15 of 20 values near 50 ms, 5 at 300 ms+: the median is fast, p90 and above are slow.
-    assert ttft.median < 0.2 <= 0.3 <= ttft.p90 <= ttft.p95 <= ttft.p99
-    assert goodput(run.records, {"ttft_s": 0.2, "e2e_s": 10.0})["share"] == 0.75
+    assert goodput(run.records, {"ttft_s": 0.4}) == {"good": 15, "total": 20, "share": 0.75}
+    values = sorted(r.generation.ttft_s for r in run.records)
+    ttft = summarize(values)
+    # 15 of 20 values fast, 5 held 600 ms+: the median is a fast one, p90 and above slow ones.
+    assert values[-5] >= 0.6
+    assert ttft.median == (values[9] + values[10]) / 2 < values[-5]
+    assert values[-5] <= ttft.p90 <= ttft.p95 <= ttft.p99 <= values[-1]
+    assert goodput(run.records, {"ttft_s": 0.4, "e2e_s": 10.0})["share"] == 0.75
     assert goodput(run.records, {"ttft_s": 10.0})["share"] == 1.0
     b.close()
 
