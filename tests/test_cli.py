@@ -95,7 +95,9 @@ def test_compare_the_other_way_is_an_improvement_and_exits_0(runs, capsys):
 def test_compare_a_file_with_itself_passes(runs, capsys):
     code, out, _ = llmperf(capsys, "compare", runs[0], runs[0], "--metric", "e2e_s")
     assert code == 0
-    assert re.search(r"e2e_s .* PASS", out)
+    # Identical sides never regress; a busy machine can leave a trend in the samples
+    # themselves, which the gate's rule calls UNSTABLE (on both sides alike).
+    assert re.search(r"e2e_s .* (PASS|UNSTABLE)", out)
     assert "REGRESSION" not in out
 
 
