@@ -20,15 +20,26 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(model: Path, alias: str, *, n_ctx: int = 512, n_threads: int = 1) -> Iterator[str]:
-    """Yields the base URL (``http://127.0.0.1:PORT/v1``) once the server accepts requests."""
+def serve(
+    model: Path,
+    alias: str,
+    *,
+    n_ctx: int = 512,
+    n_threads: int = 1,
+    interrupt_requests: bool = True,
+) -> Iterator[str]:
+    """Yields the base URL (``http://127.0.0.1:PORT/v1``) once the server accepts requests.
+
+    ``interrupt_requests`` is the server's own default: a new request cuts the running one."""
     import uvicorn
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
     port = free_port()
     app = create_app(
-        server_settings=ServerSettings(host="127.0.0.1", port=port),
+        server_settings=ServerSettings(
+            host="127.0.0.1", port=port, interrupt_requests=interrupt_requests
+        ),
         model_settings=[
             ModelSettings(
                 model=str(model), model_alias=alias, n_ctx=n_ctx, n_threads=n_threads, verbose=False

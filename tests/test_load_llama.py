@@ -7,45 +7,13 @@ sampled. The main test turns that off, as one would to serve several clients.
 """
 
 import json
-import threading
-import time
-from contextlib import contextmanager
 
 import pytest
 
 pytest.importorskip("llama_cpp.server")
 
-from llama_server import free_port, serve
+from llama_server import serve
 from tiny_gguf import write_tiny_gguf
-
-
-@contextmanager
-def serve_uninterrupted(model):
-    import uvicorn
-    from llama_cpp.server.app import create_app
-    from llama_cpp.server.settings import ModelSettings, ServerSettings
-
-    port = free_port()
-    app = create_app(
-        server_settings=ServerSettings(host="127.0.0.1", port=port, interrupt_requests=False),
-        model_settings=[
-            ModelSettings(
-                model=str(model), model_alias="tiny", n_ctx=512, n_threads=1, verbose=False
-            )
-        ],
-    )
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline, "llama_cpp.server did not start within 60 s"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +23,7 @@ def model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server_url(model):
-    with serve_uninterrupted(model) as url:
+    with serve(model, "tiny", interrupt_requests=False) as url:
         yield url
 
 
