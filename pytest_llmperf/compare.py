@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._stable import ratio as safe_ratio
 from .baseline import StoredBenchmark
 from .bench import BenchResult, RequestErrors, Workload
 from .gate import MetricVerdict, Verdict, drift_allowance, gated_metrics, judge_metric, worst
@@ -97,7 +98,8 @@ def _judge(
                 if (a := getattr(g, metric)) is not None and (b := getattr(h, metric))
             ]
             pairs = ([a for a, _ in aligned], [b for _, b in aligned])
-            trend_of = [a / b for a, b in aligned]
+            # Only the order matters to the trend: a quotient past the float range is inf.
+            trend_of = [safe_ratio(a, b) for a, b in aligned]
         if len(current) < 3 or len(base) < 3:
             continue  # e.g. TTFT never defined: nothing to compare
         v = judge_metric(
@@ -116,7 +118,8 @@ def _judge(
 
 
 def _with_note(v: MetricVerdict, note: str) -> MetricVerdict:
-    return MetricVerdict(**{**v.to_json(), "note": note})
+    """``note`` (what was compared) before the verdict's own reason ("no spread: ..."), if any."""
+    return MetricVerdict(**{**v.to_json(), "note": "; ".join(filter(None, (note, v.note)))})
 
 
 def sequential(
@@ -165,16 +168,22 @@ def outcome(
         "comparisons": policy.comparisons,
         # Bonferroni over the looks makes each sequential test one p-value the session can
         # Holm-adjust with the others at the end.
-        # An UNSTABLE metric is declared undecidable, so it does not enter the review either.
+        # An UNSTABLE metric is declared undecidable, so it does not enter the review either;
+        # nor does a REFUSED one (no test ran: a baseline median of 0).
         "p_sequential": {
             v.metric: min(1.0, v.p_slowdown * len(looks))
             for v in verdicts
-            if v.verdict != Verdict.UNSTABLE
+            if v.verdict not in (Verdict.UNSTABLE, Verdict.REFUSED)
         },
         "metrics": [v.to_json() for v in verdicts],
         "warnings": list(reference.warnings),
         "confirmation": None,
     }
+    if verdict == Verdict.REFUSED:
+        # Every reader of a REFUSED gate shows its reason: here the metrics' own.
+        gate["reason"] = "; ".join(
+            f"{v.metric}: {v.note}" for v in verdicts if v.verdict == Verdict.REFUSED
+        )
     if reference.stored is not None:
         # What the metrics were compared with (the same first samples of each stored run), so
         # reports can plot both distributions; relative mode has reference_generations instead.

@@ -5,52 +5,57 @@ slower than the baseline by more than ``tol``?" (:func:`~pytest_llmperf.stats.sl
 a Mann-Whitney U test on shifted samples). Its mirror asks "faster by more than ``tol``?", and a
 third "not slower by more than ``tol``?" lets sequential sampling stop early with a PASS.
 See README ("The regression gate") and ``../shared/notes/gating.md`` for why.
+
+The entry points (:func:`judge_metric`, :func:`review`; ``load.judge_tail`` through
+:func:`check_inputs` and :func:`undecidable`) validate what they are given once: a NaN, an
+infinity or a negative sample is a ValueError naming the metric. Valid data that no test can
+decide gets a defined verdict with the reason in ``note`` rather than an exception:
+
+>>> judge_metric("tpot_s", [], [0.01, 0.02], tolerance=0.05, alpha=0.01).note
+'too few samples: 0 current, 2 baseline'
+>>> v = judge_metric("throughput_rps", [1.0, 2.0, 3.0], [0.0] * 3, tolerance=0.1, alpha=0.01)
+>>> (v.verdict, v.note)
+('REFUSED', 'baseline has no positive samples: a change relative to it is undefined')
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from statistics import median
 from typing import Any
 
 from . import stats
+from ._stable import clean_p
+from ._stable import median as safe_median
+from ._verdict import (
+    SEVERITY,
+    MetricVerdict,
+    Verdict,
+    check_inputs,
+    percent_change,
+    undecidable,
+)
+from .numeric import check_samples
 
 __all__ = [
     "DEFAULT_TOLERANCES",
     "DIRECTIONS",
     "FEW_RUNS_DRIFT_ALLOWANCE",
+    "MAX_DRIFT_ALLOWANCE",
     "SEVERITY",
     "MetricVerdict",
     "Verdict",
+    "check_inputs",
     "drift_allowance",
     "judge_metric",
     "parse_tolerances",
+    "percent_change",
     "review",
+    "undecidable",
     "worst",
 ]
 
-
-class Verdict:
-    PASS = "PASS"
-    REGRESSION = "REGRESSION"
-    IMPROVEMENT = "IMPROVEMENT"
-    INCONCLUSIVE = "INCONCLUSIVE"
-    UNSTABLE = "UNSTABLE"
-    REFUSED = "REFUSED"
-
-
-#: Worst first: the verdict of a benchmark is the worst of its metrics'; reports list them
-#: in this order too.
-SEVERITY = (
-    Verdict.REGRESSION,
-    Verdict.REFUSED,
-    Verdict.UNSTABLE,
-    Verdict.INCONCLUSIVE,
-    Verdict.IMPROVEMENT,
-    Verdict.PASS,
-)
 
 #: Gated metrics and whether higher is better.
 DIRECTIONS: Mapping[str, bool] = {
@@ -83,6 +88,10 @@ DEFAULT_TOLERANCES: Mapping[str, float] = {
 FEW_RUNS_DRIFT_ALLOWANCE = 0.30
 #: Quantile of the between-run drift a single run may show before it counts as a change.
 _DRIFT_Z = 2.326  # one-sided 99%
+#: Largest drift allowance (1000%, where tolerances stop too): stored runs that disagree more
+#: (a run median of 0 beside positive ones is infinitely far on the log scale) could not show
+#: any change anyway, and the cap keeps the widened tolerance a finite number.
+MAX_DRIFT_ALLOWANCE = 10.0
 
 
 def parse_tolerances(text: str) -> dict[str, float]:
@@ -115,53 +124,22 @@ def drift_allowance(run_medians: Sequence[float]) -> tuple[float, str]:
 
     Returns the allowance as a fraction and how it was obtained. With K >= 3 stored runs it is
     the one-sided 99% quantile of the between-run spread, ``2.33 * s * sqrt(1 + 1/K)`` on the log
-    scale (``s`` = stdev of the logs of the run medians); with fewer runs, a fixed 30%.
+    scale (``s`` = stdev of the logs of the run medians); with fewer runs, a fixed 30%. At most
+    :data:`MAX_DRIFT_ALLOWANCE`. ValueError for a negative or non-finite median.
+
+    >>> drift_allowance([0.0, 1.0, 1.1])
+    (10.0, 'between-run spread inf% over 3 stored runs; capped at 1000%')
     """
-    k = len(run_medians)
+    medians = check_samples(run_medians, what="stored run medians")
+    k = len(medians)
     if k < 3:
         return FEW_RUNS_DRIFT_ALLOWANCE, f"{k} stored run(s) < 3: conservative 30% drift allowance"
-    spread = stats.log_spread(run_medians)
-    allowance = math.exp(_DRIFT_Z * spread * math.sqrt(1 + 1 / k)) - 1
-    return allowance, f"between-run spread {spread:.1%} over {k} stored runs"
-
-
-@dataclass(frozen=True)
-class MetricVerdict:
-    """The comparison of one metric; ratios are current / baseline medians."""
-
-    metric: str
-    verdict: str
-    ratio: float
-    ci_low: float
-    ci_high: float
-    p_slowdown: float
-    p_improvement: float
-    p_no_slowdown: float
-    tolerance: float
-    effective_tolerance: float
-    n_current: int
-    n_baseline: int
-    runs_to_settle: int | None = None
-    note: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def describe(self, p_adjusted: float, how: str) -> str:
-        """``TPOT regressed +18.0% (90% CI +12%..+25%, p=1e-05, 0.0004 Holm; tolerance 5%)``:
-        the plain one-sided p-value, then the adjusted one and how it was adjusted."""
-        name = self.metric.removesuffix("_s").upper() if self.metric.endswith("_s") else self.metric
-        what = {Verdict.REGRESSION: "regressed", Verdict.IMPROVEMENT: "improved"}
-        change = (self.ratio - 1) * 100
-        ci = f"90% CI {(self.ci_low - 1) * 100:+.0f}%..{(self.ci_high - 1) * 100:+.0f}%"
-        tol = f"tolerance {self.effective_tolerance:.0%}"
-        if self.effective_tolerance > self.tolerance:
-            tol += f" widened from {self.tolerance:.0%} for drift"
-        plain = self.p_improvement if self.verdict == Verdict.IMPROVEMENT else self.p_slowdown
-        return (
-            f"{name} {what.get(self.verdict, 'changed')} {change:+.1f}% "
-            f"({ci}, p={plain:.2g}, {p_adjusted:.2g} {how}; {tol})"
-        )
+    spread = stats.log_spread(medians)
+    exponent = _DRIFT_Z * spread * math.sqrt(1 + 1 / k)
+    how = f"between-run spread {spread:.1%} over {k} stored runs"
+    if exponent >= math.log1p(MAX_DRIFT_ALLOWANCE):  # math.exp would overflow on the way
+        return MAX_DRIFT_ALLOWANCE, f"{how}; capped at {MAX_DRIFT_ALLOWANCE:.0%}"
+    return math.expm1(exponent), how
 
 
 def judge_metric(
@@ -185,9 +163,32 @@ def judge_metric(
     current samples; in relative mode the per-pair ratios, since drift shared by both sides
     cancels there). ``pairs`` (relative mode: aligned candidate and reference samples) switches
     the three tests to their paired, signed-rank form.
+
+    Inputs are checked by :func:`check_inputs`; :func:`undecidable` data get its verdict.
     """
     higher = DIRECTIONS[metric]
-    effective = max(tolerance, drift)
+    current, baseline, effective = check_inputs(
+        metric, current, baseline, tolerance=tolerance, alpha=alpha, drift=drift
+    )
+    if pairs is not None:
+        pairs = (
+            check_samples(pairs[0], what=f"{metric}: candidate of pair"),
+            check_samples(pairs[1], what=f"{metric}: reference of pair"),
+        )
+        if len(pairs[0]) != len(pairs[1]):
+            raise ValueError(f"{metric}: {len(pairs[0])} candidate vs {len(pairs[1])} reference")
+    level = safe_median(baseline) if baseline else math.nan
+    no_test = undecidable(
+        metric,
+        current,
+        baseline,
+        level="median",
+        baseline_level=level,
+        tolerance=tolerance,
+        effective=effective,
+    )
+    if no_test is not None:
+        return no_test
     if pairs is not None:
         p_slow, p_impr, p_fine = stats.paired_pvalues(*pairs, effective, higher_is_better=higher)
     else:
@@ -211,6 +212,9 @@ def judge_metric(
         settle = stats.paired_runs_to_settle(*pairs, effective, alpha, higher_is_better=higher)
     elif verdict == Verdict.INCONCLUSIVE:
         settle = stats.runs_to_settle(current, baseline, effective, alpha, higher_is_better=higher)
+    note = ""
+    if verdict == Verdict.INCONCLUSIVE and min(*current, *baseline) == max(*current, *baseline):
+        note = f"no spread: every sample on both sides is {current[0]:g}"
     return MetricVerdict(
         metric=metric,
         verdict=verdict,
@@ -225,6 +229,7 @@ def judge_metric(
         n_current=len(current),
         n_baseline=len(baseline),
         runs_to_settle=settle,
+        note=note,
     )
 
 
@@ -232,11 +237,14 @@ def _beyond_any_trend(
     current: Sequence[float], baseline: Sequence[float], tolerance: float, higher: bool
 ) -> bool:
     """Every current sample is beyond the tolerance on the same side of the baseline median:
-    then a trend within the run cannot explain the difference, and it is decided as usual."""
-    centre = median(baseline)
-    slower = [c / centre if not higher else centre / c for c in current]
+    then a trend within the run cannot explain the difference, and it is decided as usual.
+    Multiplied out rather than divided (the median is > 0, a current sample may be 0)."""
+    centre = safe_median(baseline)
     bound = 1 + tolerance
-    return min(slower) > bound or max(slower) < 1 / bound
+    lowest, highest = min(current), max(current)
+    if higher:  # slower means below centre / bound; faster, above centre * bound
+        return centre > bound * highest or centre * bound < lowest
+    return lowest > bound * centre or highest * bound < centre
 
 
 def worst(verdicts: Sequence[str]) -> str:
@@ -255,6 +263,9 @@ def review(results: Sequence[Mapping[str, Any]], alpha: float) -> list[dict[str,
     Each test already decided at ``alpha / planned comparisons`` (Holm's first, strictest step).
     Holm's step-down over the actual p-values may reject more; Benjamini-Yekutieli marks the
     comparisons worth a look without failing anything. Returns one row per comparison.
+
+    A p-value that is not a number in [0, 1] (NaN, or null read back from a file) counts as 1,
+    no evidence, and its row says so in ``note``.
     """
     rows = [
         {"result": index, "metric": metric, "p": p}
@@ -264,6 +275,10 @@ def review(results: Sequence[Mapping[str, Any]], alpha: float) -> list[dict[str,
     ]
     if not rows:
         return rows  # and scipy (slow to import) stays unloaded
+    for row in rows:
+        raw, row["p"] = row["p"], clean_p(row["p"])
+        if not (isinstance(raw, int | float) and raw == row["p"]):
+            row["note"] = f"p-value {raw!r} is not a number in [0, 1]: counted as 1 (no evidence)"
     pvalues = [row["p"] for row in rows]
     for row, p_holm, p_by in zip(
         rows, stats.holm(pvalues), stats.benjamini_yekutieli(pvalues), strict=True

@@ -40,7 +40,14 @@ from typing import Any
 from ._loadgen import LoadRun
 from .bench import _MIN_ERRORS_ALLOWED, _generation_json
 from .compare import GatePolicy, Reference, outcome
-from .gate import MetricVerdict, Verdict, drift_allowance, judge_metric
+from .gate import (
+    MetricVerdict,
+    Verdict,
+    check_inputs,
+    drift_allowance,
+    judge_metric,
+    undecidable,
+)
 from .harness import Generation, metric_values
 from .load_metrics import (
     achieved_concurrency,
@@ -232,7 +239,8 @@ def run_samples(run: LoadRun, metric: str) -> list[float]:
 
 
 def _note(v: MetricVerdict, note: str) -> MetricVerdict:
-    return MetricVerdict(**{**v.to_json(), "note": note})
+    """``note`` (how the baseline was obtained) before the verdict's own reason, if any."""
+    return MetricVerdict(**{**v.to_json(), "note": "; ".join(filter(None, (note, v.note)))})
 
 
 def _baseline(
@@ -341,8 +349,23 @@ def judge_tail(
 ) -> MetricVerdict:
     """The ``ttft_p95_s`` verdict: Mood's quantile test at the 95th percentile on shifted
     samples (:func:`~pytest_llmperf.load_metrics.tail_pvalues`); the load gate and
-    ``llmperf compare`` both decide with this."""
-    effective = max(tolerance, drift)
+    ``llmperf compare`` both decide with this. Inputs are checked as by ``judge_metric``; an
+    empty side or a baseline p95 of 0 gets :func:`~pytest_llmperf.gate.undecidable`'s verdict,
+    its reason after ``note``."""
+    current, baseline, effective = check_inputs(
+        "ttft_p95_s", current, baseline, tolerance=tolerance, alpha=alpha, drift=drift
+    )
+    no_test = undecidable(
+        "ttft_p95_s",
+        current,
+        baseline,
+        level="p95",
+        baseline_level=percentile(sorted(baseline), 95) if baseline else math.nan,
+        tolerance=tolerance,
+        effective=effective,
+    )
+    if no_test is not None:
+        return _note(no_test, note)
     p_slow, p_impr, p_fine = tail_pvalues(current, baseline, effective)
     ratio, low, high = tail_ratio_ci(current, baseline)
     if p_slow < alpha:

@@ -30,6 +30,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._loadgen import RequestRecord
+from ._stable import clean_p, ratio_interval
+from ._stable import ratio as safe_ratio
 from .stats import percentile, summarize
 
 __all__ = [
@@ -141,7 +143,7 @@ def _exceedance_p(current: Sequence[float], baseline: Sequence[float], alternati
     a = sum(1 for c in current if c > threshold)
     b = sum(1 for x in baseline if x > threshold)
     table = [[a, len(current) - a], [b, len(baseline) - b]]
-    return float(fisher_exact(table, alternative=alternative).pvalue)
+    return clean_p(fisher_exact(table, alternative=alternative).pvalue)  # may sum past 1.0
 
 
 def tail_pvalues(
@@ -175,13 +177,16 @@ def tail_ratio_ci(
     current: Sequence[float], baseline: Sequence[float], seed: int = 0, draws: int = 2000
 ) -> tuple[float, float, float]:
     """The ratio of 95th percentiles and a 90% percentile-bootstrap interval (for display; the
-    verdict comes from :func:`tail_pvalues`)."""
+    verdict comes from :func:`tail_pvalues`). NaNs for an empty side; zero percentiles are
+    divided as in :func:`pytest_llmperf.stats.median_ratio_ci`."""
     import numpy as np
 
+    if not current or not baseline:
+        return math.nan, math.nan, math.nan
+    ratio = safe_ratio(percentile(sorted(current), _TAIL_Q), percentile(sorted(baseline), _TAIL_Q))
     cur, base = np.asarray(current, dtype=float), np.asarray(baseline, dtype=float)
-    ratio = float(np.percentile(cur, _TAIL_Q) / np.percentile(base, _TAIL_Q))
     rng = np.random.default_rng(seed)
     c = np.percentile(rng.choice(cur, (draws, cur.size)), _TAIL_Q, axis=1)
     b = np.percentile(rng.choice(base, (draws, base.size)), _TAIL_Q, axis=1)
-    low, high = np.percentile(c / b, [5, 95])
-    return ratio, float(low), float(high)
+    low, high = ratio_interval(c, b, 0.90)
+    return ratio, low, high

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from .numeric import check_finite, check_samples
+
 __all__ = [
     "DEFAULT_MARGIN",
     "EXACT_MAX_PAIRS",
@@ -165,9 +167,17 @@ class QualityComparison:
 def compare_scores(
     current: Sequence[float], baseline: Sequence[float], *, margin: float, alpha: float
 ) -> dict[str, Any]:
-    """Verdict and statistics for aligned per-prompt scores (same order on both sides)."""
+    """Verdict and statistics for aligned per-prompt scores (same order on both sides).
+
+    Scores must be finite and non-negative (ValueError naming the side and the score), the
+    margin finite and >= 0, alpha in (0, 1].
+    """
     if len(current) != len(baseline):
         raise ValueError("current and baseline scores must be paired (same length)")
+    current = check_samples(current, what="quality scores (current)")
+    baseline = check_samples(baseline, what="quality scores (baseline)")
+    margin = check_finite(margin, what="quality margin", low=0.0)
+    check_finite(alpha, what="quality alpha", low=0.0, low_open=True, high=1.0)
     diffs = [c - b for c, b in zip(current, baseline, strict=True)]
     n = len(diffs)
     if n == 0:
@@ -266,8 +276,9 @@ def compare_backend(
         base = verdicts.get(pid)
         if base is None:
             continue
-        base_score = rejudge(base) if rejudge is not None else float(base["score"])
-        current_scores.append(float(entry["score"]))
+        stored_score = rejudge(base) if rejudge is not None else base.get("score")
+        base_score = _score(stored_score, f"baseline score of {pid}")
+        current_scores.append(_score(entry["score"], f"score of {pid}"))
         baseline_scores.append(base_score)
         pairs.append({"id": pid, "current": current_scores[-1], "baseline": base_score})
     result = compare_scores(current_scores, baseline_scores, margin=margin, alpha=alpha)
@@ -279,6 +290,11 @@ def compare_backend(
         extra = f"{unpaired} verdict(s) with no stored counterpart left out"
         out.reason = f"{out.reason}; {extra}" if out.reason else extra
     return out
+
+
+def _score(value: object, what: str) -> float:
+    """A judge score on the 0-100 scale, or ValueError naming the verdict it belongs to."""
+    return check_finite(value, what=what, low=0.0, high=100.0)
 
 
 def format_quality_gate(comparisons: Sequence[Mapping[str, Any]], fail_on: str) -> list[str]:

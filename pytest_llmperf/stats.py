@@ -1,10 +1,18 @@
 """Pure summary statistics over samples. No I/O, no state.
 
+Every function takes any finite samples of the sign its metric has (latencies and rates are
+non-negative): zeros, ties, one value, an empty side and values up to 1e308 give a defined
+result, never an exception, and every p-value is in [0, 1]. Which samples are valid at all is
+decided once, where they enter (:func:`pytest_llmperf.numeric.check_samples`, called by the
+gate); the numerically safe pieces are in :mod:`._stable`.
+
 >>> s = summarize([1.0, 2.0, 3.0, 4.0])
 >>> (s.n, s.median, s.min, s.max, round(s.p90, 2))
 (4, 2.5, 1.0, 4.0, 3.7)
 >>> summarize([]).n
 0
+>>> summarize([1e308, 1e308]).mean  # statistics.fmean raises OverflowError here
+1e+308
 """
 
 from __future__ import annotations
@@ -14,6 +22,19 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
+
+from ._paired import paired_pvalues, paired_runs_to_settle
+from ._stable import (
+    clean_p,
+    mean_stdev,
+    median,
+    percentile,
+    ratio_interval,
+    row_medians,
+    settle_size,
+)
+from ._stable import ratio as safe_ratio
+from .numeric import check_samples
 
 __all__ = [
     "Summary",
@@ -35,19 +56,10 @@ __all__ = [
 ]
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default method) of pre-sorted values."""
-    if not sorted_values:
-        return math.nan
-    pos = (len(sorted_values) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 @dataclass(frozen=True)
 class Summary:
-    """n, centre, spread and tail of one metric. Empty metrics have n=0 and NaN fields."""
+    """n, centre, spread and tail of one metric. Empty metrics have n=0 and NaN fields; a
+    non-finite sample (none gets past the boundaries) makes mean and stdev NaN."""
 
     n: int
     median: float
@@ -71,11 +83,12 @@ def summarize(values: Sequence[float]) -> Summary:
     if not data:
         nan = math.nan
         return Summary(0, nan, nan, nan, nan, nan, nan, nan, nan)
+    mean, stdev = mean_stdev(data)
     return Summary(
         n=len(data),
         median=percentile(data, 50),
-        mean=statistics.fmean(data),
-        stdev=statistics.stdev(data) if len(data) > 1 else 0.0,
+        mean=mean,
+        stdev=stdev,
         min=data[0],
         max=data[-1],
         p90=percentile(data, 90),
@@ -102,8 +115,10 @@ def _u_pvalue(
     if not current or not baseline:
         return 1.0  # no data is no evidence either way
     factor = 1.0 + tolerance
+    # c * factor may overflow to inf: still above every finite baseline value, as it should be.
     shifted = [c * factor if scale_up else c / factor for c in current]
-    return float(mannwhitneyu(shifted, baseline, alternative=alternative).pvalue)
+    # All values tied (constant samples) leaves the test undefined (NaN): no evidence.
+    return clean_p(mannwhitneyu(shifted, baseline, alternative=alternative).pvalue)
 
 
 def slowdown_pvalue(
@@ -157,7 +172,10 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
     >>> holm([0.01, 0.04, 0.03])
     [0.03, 0.06, 0.06]
+    >>> holm([float("nan"), 0.01])  # NaN (no test possible) counts as no evidence
+    [1.0, 0.02]
     """
+    pvalues = [clean_p(p) for p in pvalues]
     m = len(pvalues)
     adjusted = [0.0] * m
     running = 0.0
@@ -169,12 +187,14 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 
 def benjamini_yekutieli(pvalues: Sequence[float]) -> list[float]:
-    """Benjamini-Yekutieli adjusted p-values (false discovery rate under any dependence)."""
+    """Benjamini-Yekutieli adjusted p-values (false discovery rate under any dependence); a NaN
+    p-value counts as 1 (scipy refuses it)."""
     from scipy.stats import false_discovery_control
 
     if not pvalues:
         return []
-    return [float(p) for p in false_discovery_control(list(pvalues), method="by")]
+    cleaned = [clean_p(p) for p in pvalues]
+    return [clean_p(p) for p in false_discovery_control(cleaned, method="by")]
 
 
 def median_ratio_ci(
@@ -187,7 +207,9 @@ def median_ratio_ci(
 ) -> tuple[float, float, float]:
     """(median(current) / median(baseline), low, high) by a seeded percentile bootstrap.
 
-    Each side is resampled independently. Empty samples give NaNs.
+    Each side is resampled independently. Empty samples give NaNs. Ratios of zero medians
+    follow :func:`pytest_llmperf._stable.ratio` (``0 / 0 = 1``, ``x / 0 = inf``), so
+    a baseline with many zeros can make ``high`` infinite: no upper limit.
 
     >>> ratio, low, high = median_ratio_ci([2.0, 2.2, 2.4], [1.0, 1.1, 1.2])
     >>> (ratio, low <= ratio <= high)
@@ -200,23 +222,25 @@ def median_ratio_ci(
     rng = np.random.default_rng(seed)
     cur = np.asarray(current, dtype=float)
     base = np.asarray(baseline, dtype=float)
-    ratio = float(np.median(cur) / np.median(base))
-    boot_cur = np.median(rng.choice(cur, size=(n_resamples, cur.size)), axis=1)
-    boot_base = np.median(rng.choice(base, size=(n_resamples, base.size)), axis=1)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(boot_cur / boot_base, [tail, 1.0 - tail])
-    return (ratio, float(low), float(high))
+    ratio = safe_ratio(median(current), median(baseline))
+    boot_cur = row_medians(rng.choice(cur, size=(n_resamples, cur.size)))
+    boot_base = row_medians(rng.choice(base, size=(n_resamples, base.size)))
+    low, high = ratio_interval(boot_cur, boot_base, confidence)
+    return (ratio, low, high)
 
 
 def trend(samples: Sequence[float]) -> tuple[float, float]:
     """Kendall tau of samples against their index, and its two-sided p-value.
+
+    Only the order of the samples matters, so infinite ones (a ratio beyond the float range)
+    count as larger than every finite one; NaN samples leave no defined trend.
 
     >>> trend([1.0, 2.0])
     (0.0, 1.0)
     """
     from scipy.stats import kendalltau
 
-    if len(samples) < 3 or min(samples) == max(samples):
+    if len(samples) < 3 or any(math.isnan(s) for s in samples) or min(samples) == max(samples):
         return (0.0, 1.0)  # constant samples have no defined tau (scipy gives nan)
     result = kendalltau(range(len(samples)), samples)
     tau, p = float(result.statistic), float(result.pvalue)
@@ -234,13 +258,20 @@ def is_unstable(
 
 
 def log_spread(values: Sequence[float]) -> float:
-    """Sample stdev of the natural logs of positive values: relative spread, e.g. of run medians.
+    """Sample stdev of the natural logs of non-negative values: relative spread, e.g. of run
+    medians. Equal values have none (0.0, zeros included); a zero beside a positive value is
+    infinitely far from it on the log scale (``inf``). ValueError for a negative or NaN value.
 
     >>> round(log_spread([1.0, math.e]), 4)
     0.7071
+    >>> (log_spread([0.0, 0.0]), log_spread([0.0, 1.0]))
+    (0.0, inf)
     """
-    if len(values) < 2:
+    values = check_samples(values, what="log_spread")
+    if len(values) < 2 or min(values) == max(values):
         return 0.0
+    if min(values) == 0:
+        return math.inf
     return statistics.stdev([math.log(v) for v in values])
 
 
@@ -257,104 +288,41 @@ def runs_to_settle(
     """Samples per side a one-sided U test at level alpha likely needs to settle either way.
 
     Normal approximation on log samples; the effect is the distance of the observed median
-    ratio from the tolerance boundary. Capped at ``cap``, never below the current sample size.
+    ratio from the tolerance boundary. Samples with a zero (a throughput window in which no
+    request completed) have no log: they are measured relative to the baseline median instead,
+    the log scale's first-order equivalent; with a zero baseline median no relative change is
+    defined. Capped at ``cap``, never below the current sample size.
 
     >>> base = [0.95, 1.0, 1.05] * 3
     >>> runs_to_settle([1.1 * b for b in base], base, 0.05, 0.01)
     19
+    >>> windows = [0.0, 9.0, 10.0, 11.0, 10.0, 10.5]  # requests/s; none completed in the first
+    >>> runs_to_settle(windows, [10.0, 10.5, 11.0, 10.0, 10.0], 0.1, 0.01, higher_is_better=True)
+    249
     """
-    if not current or not baseline:
-        return cap
-    log_cur = [math.log(c) for c in current]
-    log_base = [math.log(b) for b in baseline]
-    dof = len(log_cur) + len(log_base) - 2
-    if dof < 1:
+    dof = len(current) + len(baseline) - 2
+    if not current or not baseline or dof < 1:
         return cap  # no estimate of the spread
+    centre = median(baseline)
+    if min(*current, *baseline) > 0:
+        sides = [[math.log(v) for v in side] for side in (current, baseline)]
+        boundary = -math.log1p(tolerance) if higher_is_better else math.log1p(tolerance)
+        effect = math.log(median(current)) - math.log(centre) - boundary
+    elif centre > 0:
+        sides = [[v / centre for v in side] for side in (current, baseline)]
+        bound = 1 / (1 + tolerance) if higher_is_better else 1 + tolerance
+        effect = median(current) / centre - bound
+    else:
+        return cap
     sum_sq = 0.0
-    for side in (log_cur, log_base):
-        mean = statistics.fmean(side)
-        sum_sq += sum((x - mean) ** 2 for x in side)
+    for side in sides:
+        _, sd = mean_stdev(side)
+        sum_sq += sd * sd * (len(side) - 1)
     sigma = math.sqrt(sum_sq / dof)
-    boundary = -math.log1p(tolerance) if higher_is_better else math.log1p(tolerance)
-    delta = abs(math.log(statistics.median(current) / statistics.median(baseline)) - boundary)
-    if delta == 0.0:
-        return cap
-    z = statistics.NormalDist().inv_cdf(1.0 - alpha) + statistics.NormalDist().inv_cdf(power)
     # 0.955 is the U test's asymptotic relative efficiency against the t test.
-    needed = 2.0 * (z * sigma / delta) ** 2 / 0.955
-    if not needed < cap:
-        return cap
-    return min(cap, max(math.ceil(needed), len(current), len(baseline)))
-
-
-def _worse_log_ratios(
-    current: Sequence[float], reference: Sequence[float], higher_is_better: bool
-) -> list[float]:
-    """Per-pair log(current / reference), signed so that positive means worse."""
-    ratios = [math.log(c / r) for c, r in zip(current, reference, strict=True)]
-    return [-x for x in ratios] if higher_is_better else ratios
-
-
-def _signed_rank_pvalue(diffs: Sequence[float], alternative: Literal["greater", "less"]) -> float:
-    from scipy.stats import wilcoxon
-
-    if not diffs or all(d == 0 for d in diffs):
-        return 1.0
-    # "pratt" keeps zero differences in the ranking instead of silently dropping them.
-    return float(wilcoxon(diffs, alternative=alternative, zero_method="pratt").pvalue)
-
-
-def paired_pvalues(
-    current: Sequence[float],
-    reference: Sequence[float],
-    tolerance: float,
-    *,
-    higher_is_better: bool = False,
-) -> tuple[float, float, float]:
-    """(slowdown, improvement, no-slowdown) p-values for interleaved pairs.
-
-    One-sided Wilcoxon signed-rank tests on the per-pair log ratios shifted by the tolerance:
-    the paired counterpart of :func:`slowdown_pvalue` and friends. Interleaved A/B pairs share
-    the machine's state at the moment they ran, so pairing removes that drift from the noise.
-
-    >>> ref = [1.0, 1.1, 0.9, 1.2, 1.0, 0.95, 1.05, 1.1]
-    >>> slow, _, _ = paired_pvalues([r * 1.3 for r in ref], ref, 0.05)
-    >>> round(slow, 4)  # every pair is worse than +5%: 1 / 2**8
-    0.0039
-    """
-    worse = _worse_log_ratios(current, reference, higher_is_better)
-    bound = math.log1p(tolerance)
-    beyond = [w - bound for w in worse]
-    return (
-        _signed_rank_pvalue(beyond, "greater"),
-        _signed_rank_pvalue([w + bound for w in worse], "less"),
-        _signed_rank_pvalue(beyond, "less"),
+    return settle_size(
+        sigma, abs(effect), alpha, power, 2.0 / 0.955, cap, len(current), len(baseline)
     )
-
-
-def paired_runs_to_settle(
-    current: Sequence[float],
-    reference: Sequence[float],
-    tolerance: float,
-    alpha: float,
-    *,
-    power: float = 0.8,
-    higher_is_better: bool = False,
-    cap: int = 10_000,
-) -> int:
-    """Pairs a one-sided signed-rank test at level alpha likely needs to settle either way."""
-    worse = _worse_log_ratios(current, reference, higher_is_better)
-    if len(worse) < 2:
-        return cap
-    sigma = statistics.stdev(worse)
-    delta = abs(statistics.median(worse) - math.log1p(tolerance))
-    if delta == 0.0:
-        return cap
-    z = statistics.NormalDist().inv_cdf(1.0 - alpha) + statistics.NormalDist().inv_cdf(power)
-    needed = (z * sigma / delta) ** 2 / 0.955  # 0.955: signed-rank efficiency vs the t test
-    if not needed < cap:
-        return cap
-    return min(cap, max(math.ceil(needed), len(worse)))
 
 
 def binomial_ci(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -366,5 +334,7 @@ def binomial_ci(successes: int, trials: int, confidence: float = 0.95) -> tuple[
     """
     from scipy.stats import binomtest
 
+    if trials <= 0:
+        return (0.0, 1.0)  # no trials: nothing is known about the proportion
     ci = binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="exact")
     return (float(ci.low), float(ci.high))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ._load_table import format_load_table
 from ._table import render
 from .compare import gate_message
-from .gate import Verdict
+from .gate import Verdict, percent_change
 from .quality import write_quality_summary
 from .quality_gate import format_quality_gate
 
@@ -72,7 +72,8 @@ def _verdict_cell(gate: dict[str, Any] | None) -> str:
     metrics = [m for m in gate.get("metrics", []) if m["metric"] != "ttft_s"]
     if gate["verdict"] == Verdict.REFUSED or not metrics:
         return str(gate["verdict"])
-    return f"{gate['verdict']} {(metrics[0]['ratio'] - 1) * 100:+.0f}%"
+    # The ratio is null where it is undefined (a REFUSED or empty side read back from a file).
+    return f"{gate['verdict']} {percent_change(metrics[0]['ratio'], '.0f')}"
 
 
 def _gate_lines(results: Sequence[dict[str, Any]]) -> list[str]:
