@@ -141,11 +141,19 @@ def _metric_cell(result: dict[str, Any], column: Column) -> Cell:
     gated = {m["metric"]: m for m in (result.get("gate") or {}).get("metrics", [])}
     if column.metric in gated:
         m = gated[column.metric]
-        note = f"gated: tolerance {m['effective_tolerance']:.0%}, n={m['n_current']} vs " + str(
-            m["n_baseline"]
+        # Any of these may be null: a value that was not finite is written so (see results).
+        ratio, low, high, tolerance = (
+            _finite(m.get(k)) for k in ("ratio", "ci_low", "ci_high", "effective_tolerance")
         )
+        shown = "n/a" if tolerance is None else f"{tolerance:.0%}"
+        note = f"gated: tolerance {shown}, n={m.get('n_current')} vs {m.get('n_baseline')}"
         return Cell(
-            median, text, _pct(m["ratio"]), _ci(m["ci_low"], m["ci_high"]), m["verdict"], note
+            median,
+            text,
+            "n/a" if ratio is None else _pct(ratio),
+            "" if low is None or high is None else _ci(low, high),
+            str(m.get("verdict") or ""),
+            note,
         )
     current = [v for v in map(_finite, result["samples"].get(column.metric, [])) if v is not None]
     base = baseline_samples(result, column.metric)
@@ -228,7 +236,12 @@ def _latency_message(result: dict[str, Any]) -> str:
     gate = result["gate"]
     verdict = gate["verdict"]
     if verdict in (Verdict.REGRESSION, Verdict.IMPROVEMENT):
-        return gate_message(gate)
+        holm = (gate.get("p_holm_rejected") or {}).values()
+        if all(_complete(m) for m in gate.get("metrics", [])) and all(
+            _finite(p) is not None for p in holm
+        ):
+            return gate_message(gate)
+        return f"{verdict} vs {gate.get('against')} (some of its figures are not finite numbers)"
     if verdict == Verdict.REFUSED:
         return f"not compared: {gate.get('reason')}"
     if verdict == Verdict.UNSTABLE:
@@ -241,6 +254,16 @@ def _latency_message(result: dict[str, Any]) -> str:
         f"after {gate.get('samples')} samples; about {need} per side would likely settle it "
         f"(vs {gate.get('against')})"
     )
+
+
+def _complete(metric: dict[str, Any]) -> bool:
+    """Whether every figure the gate's message prints is a number (not a null written for a
+    NaN or an infinity)."""
+    keys = (
+        *("ratio", "ci_low", "ci_high", "tolerance", "effective_tolerance"),
+        *("p_slowdown", "p_improvement"),
+    )
+    return all(_finite(metric.get(k)) is not None for k in keys)
 
 
 def findings(document: dict[str, Any]) -> list[Finding]:

@@ -17,14 +17,24 @@ responses again.
 
 The strict key (CPU model, accelerators, backend library and version, model file hash, backend
 options, plugin major version, xdist worker count) must match to compare; the soft key (host
-name, kernel, Python) only warns. A file that cannot be read is an error naming it, and it is
-never overwritten.
+name, kernel, Python) only warns.
+
+Reading is strict (:func:`.numeric.json_loads`: no NaN or Infinity, no number out of range, no
+deep nesting) and checks every stored number the gate will use: samples finite and >= 0, a
+``created`` time on every run, at least one run per benchmark, quality scores within 0-100. A
+file that fails is a :class:`BaselineError` naming it, raised at session start (before any
+test), and the file is never overwritten.
+
+Saving (:func:`save_baseline`) takes the lock beside the file (``.NAME.lock``, see
+:mod:`._file_lock`; removed again on release), re-reads the file under it, merges this run in,
+writes atomically and releases: runs saved by other processes in the meantime are kept. Under
+the lock no other save of this file can be in flight, so temporary files of earlier saves
+(``.NAME.XXXXXXXX.tmp``, left by a killed run) are removed then.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,12 +42,16 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from ._baseline_check import SCHEMA_VERSION, Unusable, check_baseline
+from ._file_lock import LockTimeout, exclusive
 from .errors import BaselineError
 from .harness import SCALAR_METRICS
+from .numeric import check_samples, json_dumps, json_loads
 from .redact import redact
-from .results import write_json_atomic
+from .results import remove_stale_temps, write_text_atomic
 
 __all__ = [
+    "LOCK_TIMEOUT_S",
     "STORED_METRICS",
     "BaselineError",
     "BaselineFile",
@@ -49,14 +63,18 @@ __all__ = [
     "save_baseline",
 ]
 
-SCHEMA_VERSION = 1
 #: Samples a baseline keeps: the timing metrics and output length (not machine bookkeeping).
+#: Every one is >= 0 (a latency, a count, a rate; a throughput window with no completion is 0).
 STORED_METRICS = (
     *(m for m in SCALAR_METRICS if m not in ("prompt_tokens", "cpu_s", "peak_rss_mb")),
     # llm_load's per-window throughputs (absent from llm_bench results).
     "throughput_rps",
     "output_tps",
 )
+#: How long a save waits for another process's save of the same file (each takes well under a
+#: second; a lock held this long belongs to a run that hangs).
+LOCK_TIMEOUT_S = 120.0
+_NEVER_OVERWRITTEN = "fix or delete it (it is never overwritten automatically)"
 
 
 @dataclass
@@ -90,12 +108,15 @@ class BaselineFile:
     benchmarks: dict[str, StoredBenchmark] = field(default_factory=dict)
     #: The stored ``quality`` section, ``None`` when the file has none.
     quality: dict[str, Any] | None = None
+    #: When the file was last saved (its ``updated``), to tell that another run saved since.
+    updated: str | None = None
 
 
 def baseline_path(directory: Path, spec_text: str, short_id: str) -> Path:
     """A readable file name that stays unique for specs with the same short id."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", short_id).strip("-")[:60]
-    digest = hashlib.sha256(spec_text.encode()).hexdigest()[:8]
+    # surrogatepass: a spec read from a non-UTF-8 command line still names one file.
+    digest = hashlib.sha256(spec_text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return directory / f"{slug}-{digest}.json"
 
 
@@ -109,62 +130,36 @@ def load_baseline(path: Path) -> BaselineFile | None:
     if not path.exists():
         return None
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise BaselineError(
-            f"baseline file {path} is unreadable or corrupt ({exc}); fix or delete it "
-            "(it is never overwritten automatically)"
+            f"baseline file {path} is unreadable or corrupt ({exc}); {_NEVER_OVERWRITTEN}"
         ) from exc
     try:
-        version = doc["schema_version"]
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise TypeError(f"schema_version must be a positive integer, not {version!r}")
-        if version > SCHEMA_VERSION:
-            raise BaselineError(
-                f"baseline file {path} has schema_version {version!r}, newer than this "
-                f"pytest-llmperf understands ({SCHEMA_VERSION}); upgrade pytest-llmperf"
-            )
-        benchmarks = {
+        return _parse(path, text)
+    except Unusable as exc:
+        raise BaselineError(f"baseline file {path} {exc}; {_NEVER_OVERWRITTEN}") from None
+
+
+def _parse(path: Path, text: str) -> BaselineFile:
+    try:
+        doc = json_loads(text)
+    except ValueError as exc:  # json.JSONDecodeError is one, and so is NaN or 10**400
+        raise Unusable("is unreadable or corrupt", str(exc)) from None
+    check_baseline(doc)
+    updated = doc.get("updated")
+    return BaselineFile(
+        path,
+        str(doc["backend"]),
+        dict(doc["key"]["strict"]),
+        dict(doc["key"]["soft"]),
+        {
             key: StoredBenchmark(dict(entry["params"]), list(entry["runs"]))
             for key, entry in doc["benchmarks"].items()
-        }
-        for entry in benchmarks.values():
-            for run in entry.runs:
-                for values in run["samples"].values():
-                    if not all(
-                        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
-                    ):
-                        raise TypeError("samples must be numbers")
-        return BaselineFile(
-            path,
-            str(doc["backend"]),
-            dict(doc["key"]["strict"]),
-            dict(doc["key"]["soft"]),
-            benchmarks,
-            _load_quality(doc.get("quality")),
-        )
-    except BaselineError:
-        raise
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise BaselineError(
-            f"baseline file {path} does not have the expected structure ({exc!r}); fix or "
-            "delete it (it is never overwritten automatically)"
-        ) from exc
-
-
-def _load_quality(section: Any) -> dict[str, Any] | None:
-    if section is None:
-        return None
-    judge, version, verdicts = section["judge"], section["prompt_version"], section["verdicts"]
-    if not isinstance(judge, str) or not isinstance(version, str):
-        raise TypeError("quality judge and prompt_version must be strings")
-    for verdict in verdicts.values():
-        score = verdict["score"]
-        if not isinstance(score, (int, float)) or isinstance(score, bool):
-            raise TypeError("quality scores must be numbers")
-        if not isinstance(verdict["response"], str):
-            raise TypeError("quality responses must be strings")
-    return dict(section)
+        },
+        None if doc.get("quality") is None else dict(doc["quality"]),
+        updated if isinstance(updated, str) else None,
+    )
 
 
 def _quality_section(
@@ -232,35 +227,94 @@ def save_baseline(
 ) -> list[str]:
     """Add this run's samples to the stored baseline (atomically); returns notes for the user.
 
-    A benchmark whose parameters changed, or a file whose strict key no longer matches,
-    starts afresh: runs measured under other conditions must not be pooled with these.
+    ``existing`` is the file as this session read it at its start: the save itself re-reads
+    the file under the lock and merges into that, so runs another process saved meanwhile are
+    kept (and a note says so). A benchmark whose parameters changed, or a file whose strict key
+    no longer matches, starts afresh: runs measured under other conditions must not be pooled
+    with these. :class:`BaselineError` (one line, the file left as it was) if the file became
+    unusable, the lock cannot be had, or what would be written could not be read back.
     """
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    notes: list[str] = []
+    runs: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for result in results:
+        bid = bench_id(result["nodeid"], result["name"])
+        samples, dropped = _stored_samples(bid, result["samples"])
+        notes += [f"{path.name}: {line}" for line in dropped]
+        runs[bid] = (result["params"], {"created": created, "commit": commit, "samples": samples})
+    try:
+        with exclusive(path, timeout=LOCK_TIMEOUT_S):
+            remove_stale_temps(path.parent, prefix=f".{path.name}.", suffix=".tmp", older_than=0)
+            current = load_baseline(path)
+            if current is not None and (existing is None or existing.updated != current.updated):
+                notes.append(
+                    f"{path.name}: another run saved to it while this one ran; its runs were kept"
+                )
+            doc, merge_notes = _merged(current, path, backend, key, runs, keep, created)
+            quality_section, quality_notes = _quality_section(
+                current.quality if current is not None else None, quality or [], created, commit
+            )
+            if quality_section is not None:
+                doc["quality"] = quality_section
+            # Baselines are committed to repositories: no key may ride along in a spec's URL, a
+            # test id or a judged answer.
+            text = json_dumps(redact(doc))
+            try:
+                _parse(path, text)  # never write a file that the next run would refuse
+            except Unusable as exc:
+                raise BaselineError(
+                    f"not saving {path}: this run's baseline would not load again ({exc}); the "
+                    "file was left as it was"
+                ) from None
+            write_text_atomic(path, text, stale_after=0)
+    except LockTimeout as exc:
+        raise BaselineError(f"could not save {path}: {exc}; nothing was written") from None
+    return notes + merge_notes + [f"{path.name}: {note}" for note in quality_notes]
+
+
+def _stored_samples(bid: str, samples: dict[str, Any]) -> tuple[dict[str, list[Any]], list[str]]:
+    """The samples a baseline keeps, and a note per metric left out because one of its samples
+    could not be a measurement (a NaN): a stored one would stop every later run."""
+    kept: dict[str, list[Any]] = {}
+    dropped: list[str] = []
+    for metric in STORED_METRICS:
+        if metric not in samples:
+            continue
+        try:
+            check_samples(samples[metric], what=metric, nonnegative=True)
+        except ValueError as exc:
+            dropped.append(f"{bid}: {metric} not stored ({exc})")
+        else:
+            kept[metric] = list(samples[metric])  # as measured: counts stay integers
+    return kept, dropped
+
+
+def _merged(
+    current: BaselineFile | None,
+    path: Path,
+    backend: str,
+    key: dict[str, Any],
+    runs: dict[str, tuple[dict[str, Any], dict[str, Any]]],
+    keep: int,
+    created: str,
+) -> tuple[dict[str, Any], list[str]]:
+    """The document: ``current``'s benchmarks with this run's appended, the last ``keep``
+    pooled per benchmark."""
     notes: list[str] = []
     benchmarks: dict[str, StoredBenchmark] = {}
-    if existing is not None:
-        differences = describe_differences(existing.strict, key["strict"])
+    if current is not None:
+        differences = describe_differences(current.strict, key["strict"])
         if differences:
             notes.append(
                 f"{path.name}: replaced runs stored under another setup ({'; '.join(differences)})"
             )
         else:
-            benchmarks = dict(existing.benchmarks)
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    for result in results:
-        bid = bench_id(result["nodeid"], result["name"])
-        run = {
-            "created": created,
-            "commit": commit,
-            "samples": {m: result["samples"][m] for m in STORED_METRICS if m in result["samples"]},
-        }
+            benchmarks = dict(current.benchmarks)
+    for bid, (params, run) in runs.items():
         entry = benchmarks.get(bid)
-        if entry is None or entry.params != result["params"]:
-            entry = StoredBenchmark(result["params"], [])
+        if entry is None or entry.params != params:
+            entry = StoredBenchmark(params, [])
         benchmarks[bid] = StoredBenchmark(entry.params, [*entry.runs, run][-keep:])
-    quality_section, quality_notes = _quality_section(
-        existing.quality if existing is not None else None, quality or [], created, commit
-    )
-    notes += [f"{path.name}: {note}" for note in quality_notes]
     doc: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "backend": backend,
@@ -271,9 +325,4 @@ def save_baseline(
             for bid, entry in sorted(benchmarks.items())
         },
     }
-    if quality_section is not None:
-        doc["quality"] = quality_section
-    # Baselines are committed to repositories: no key may ride along in a spec's URL, a test id
-    # or a judged answer.
-    write_json_atomic(path, redact(doc))
-    return notes
+    return doc, notes

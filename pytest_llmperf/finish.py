@@ -3,7 +3,6 @@ the output files."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,13 +17,14 @@ from .errors import JudgeError
 from .gate import Verdict, review
 from .history import append_run
 from .judge import JUDGE_PROMPT_VERSION
+from .numeric import json_dumps
 from .quality import rejudger
 from .quality_gate import REGRESSION as QUALITY_REGRESSION
 from .quality_gate import Rejudge, compare_backend
 from .redact import redact
 from .report_html import render_html
 from .report_markdown import render_markdown
-from .results import build_document, write_text_atomic
+from .results import build_document, finite_document, write_text_atomic
 
 if TYPE_CHECKING:
     from .session import LLMPerfSession
@@ -33,15 +33,30 @@ __all__ = ["finish_run"]
 
 
 def finish_run(run: LLMPerfSession, session: pytest.Session) -> None:
+    """An interrupted session (Ctrl-C, ``pytest.exit``: exit status 2) saves no baseline, as a
+    partial run must not become what later runs are compared with, skips the quality gate
+    (``--llm-rejudge-baseline`` would call the judge after the user asked to stop), and marks
+    every file it writes ``"interrupted": true``; its exit status stays 2."""
+    interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED
     _review(run, session)
-    _quality_gate(run, session)
-    if run.settings.save_baseline:
-        try:
-            run.notes += run.save_baselines()
-        except OSError as exc:
-            run.errors.append(f"could not save baselines: {exc}")
-            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
-    _write_outputs(run, session)
+    if interrupted:
+        if run.settings.save_baseline:
+            run.notes.append("interrupted: no baseline saved (a partial run is no baseline)")
+    else:
+        _quality_gate(run, session)
+        if run.settings.save_baseline:
+            notes, errors = run.save_baselines()
+            run.notes += notes
+            run.errors += errors
+            if errors:
+                _fail(session, pytest.ExitCode.INTERNAL_ERROR)
+    _write_outputs(run, session, interrupted=interrupted)
+
+
+def _fail(session: pytest.Session, status: pytest.ExitCode) -> None:
+    # An interrupted run keeps saying so: 2, whatever else went wrong after the interrupt.
+    if session.exitstatus != pytest.ExitCode.INTERRUPTED:
+        session.exitstatus = status
 
 
 def _review(run: LLMPerfSession, session: pytest.Session) -> None:
@@ -63,7 +78,7 @@ def _review(run: LLMPerfSession, session: pytest.Session) -> None:
                 f"family-wise): {where} {row['metric']}"
             )
     if run.regressions_after_review and run.settings.fail_on_latency:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        _fail(session, pytest.ExitCode.TESTS_FAILED)
 
 
 def _quality_gate(run: LLMPerfSession, session: pytest.Session) -> None:
@@ -102,18 +117,22 @@ def _quality_gate(run: LLMPerfSession, session: pytest.Session) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def _write_outputs(run: LLMPerfSession, session: pytest.Session) -> None:
-    """Every file this run asked for, all from one results document with secrets removed."""
+def _write_outputs(run: LLMPerfSession, session: pytest.Session, *, interrupted: bool) -> None:
+    """Every file this run asked for, all from one results document with secrets removed and
+    non-finite numbers as nulls (so the renderers see what the JSON holds)."""
     s = run.settings
     wanted: list[tuple[Path | None, Callable[[dict[str, Any]], str]]] = [
         (s.json_path, _json_text),
         (s.html_path, render_html),
         (s.markdown_path, render_markdown),
-        (s.benchmark_json_path, lambda doc: _json_text(to_benchmark_json(doc))),
+        (s.benchmark_json_path, lambda doc: _json_text(_marked(to_benchmark_json(doc), doc))),
     ]
     if s.history_dir is None and all(path is None for path, _ in wanted):
         return
     document = redact(_document(run))
+    if interrupted:
+        document["interrupted"] = True
+    document = finite_document(document)
     for path, render in wanted:
         if path is None:
             continue
@@ -121,20 +140,40 @@ def _write_outputs(run: LLMPerfSession, session: pytest.Session) -> None:
             write_text_atomic(path, render(document))
         except (OSError, ValueError) as exc:
             run.errors.append(f"could not write {path}: {exc}")
-            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+            _fail(session, pytest.ExitCode.INTERNAL_ERROR)
         else:
             run.written.append(path)
     if s.history_dir is not None:
         try:
             run.written.append(append_run(s.history_dir, document))
-        except (OSError, ValueError) as exc:  # ValueError: a NaN, which JSON cannot hold
+        except (OSError, ValueError) as exc:
             run.errors.append(f"could not add this run to the history in {s.history_dir}: {exc}")
-            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+            _fail(session, pytest.ExitCode.INTERNAL_ERROR)
+    if interrupted and run.written:
+        run.notes.append(
+            f"interrupted: the {len(run.results)} result(s) written below are a partial run, "
+            'marked "interrupted": true'
+        )
+    if "nonfinite" in document:
+        where = ", ".join(f"{k}={v}" for k, v in list(document["nonfinite"].items())[:3])
+        more = len(document["nonfinite"]) - 3
+        run.notes.append(
+            f"{len(document['nonfinite'])} value(s) were not finite numbers and are written as "
+            f'null ({where}{f", {more} more" if more > 0 else ""}; see "nonfinite")'
+        )
+
+
+def _marked(bench: dict[str, Any], document: dict[str, Any]) -> dict[str, Any]:
+    """pytest-benchmark's document with our top-level marks: its readers ignore keys they do
+    not know, and a partial run must not pass for a whole one there either."""
+    for key in ("interrupted", "nonfinite"):
+        if key in document:
+            bench[key] = document[key]
+    return bench
 
 
 def _json_text(document: dict[str, Any]) -> str:
-    # allow_nan=False: a stray NaN fails loudly instead of writing invalid JSON.
-    return json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False)
+    return json_dumps(finite_document(document))
 
 
 def _document(run: LLMPerfSession) -> dict[str, Any]:

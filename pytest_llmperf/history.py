@@ -37,7 +37,8 @@ from ._doc_check import (
     parse_time,
 )
 from .errors import ResultsFileError
-from .results import SCHEMA_VERSION
+from .numeric import json_dumps, json_loads
+from .results import SCHEMA_VERSION, STALE_TEMP_S, finite_document, remove_stale_temps
 
 __all__ = [
     "History",
@@ -51,18 +52,28 @@ __all__ = [
 ]
 
 _ATTEMPTS = 20
+_TEMP_PREFIX = ".llmperf-"
 _COMMIT = re.compile(r"[0-9a-f]{7,40}")
 
 
 def append_run(directory: Path, document: dict[str, Any]) -> Path:
-    """Add ``document`` to the history in ``directory`` as a new file and return its path."""
-    # Serialise first: a NaN or an unserialisable value fails before anything touches the disk.
-    text = json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    """Add ``document`` to the history in ``directory`` as a new file and return its path.
+
+    A NaN or infinity is written as null and listed under ``"nonfinite"`` (see
+    :func:`.results.finite_document`); temporary files that killed writers left here are
+    removed once they are :data:`.results.STALE_TEMP_S` old. There is no lock on a history
+    (each run writes its own file), so age is what tells a dead writer's file from one still
+    being written.
+    """
+    # Serialise first: an unserialisable value fails before anything touches the disk.
+    text = json_dumps(finite_document(document)) + "\n"
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".llmperf-", suffix=".tmp", dir=directory)
+    remove_stale_temps(directory, prefix=_TEMP_PREFIX, suffix=".tmp", older_than=STALE_TEMP_S)
+    fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=".tmp", dir=directory)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        # backslashreplace: a lone surrogate becomes its JSON escape, as in write_text_atomic.
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -129,7 +140,7 @@ def read_json(path: Path) -> Any:
             f"{path} is empty (a run still writing it, or a write that was cut short)"
         )
     try:
-        return json.loads(raw.decode("utf-8"))
+        return json_loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ResultsFileError(f"{path} is not UTF-8 text, so not a results file") from None
     except json.JSONDecodeError as exc:
@@ -137,6 +148,8 @@ def read_json(path: Path) -> Any:
             f"{path} is not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); "
             "truncated or corrupt"
         ) from None
+    except ValueError as exc:  # NaN, a number out of range, nesting too deep
+        raise ResultsFileError(f"{path} cannot be a results file: {exc}") from None
 
 
 def read_document(path: Path) -> dict[str, Any]:

@@ -206,7 +206,10 @@ def _quality_gate(document: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for c in document.get("quality_gate", []):
         comparison = quality_comparison(c)
-        out.append({**comparison.to_json(), "line": comparison.describe()})
+        shown = comparison.to_json()
+        if shown.get("ci_low") is None or shown.get("ci_high") is None:
+            shown["ci_low"] = shown["ci_high"] = None  # one bound alone is no interval
+        out.append({**shown, "line": comparison.describe()})
     return out
 
 

@@ -43,6 +43,20 @@ def _counts(document: dict[str, Any]) -> list[str]:
     return lines or ["- nothing was compared with a baseline"]
 
 
+def _marks(document: dict[str, Any]) -> list[str]:
+    """What a reader must know before the numbers: a partial run, figures that are missing."""
+    lines = []
+    if document.get("interrupted"):
+        lines.append("- **interrupted**: partial results, only the tests that finished")
+    nonfinite = document.get("nonfinite") or {}
+    if nonfinite:
+        lines.append(
+            f"- {len(nonfinite)} value(s) were not finite numbers: shown as n/a "
+            "(`nonfinite` in the JSON says where)"
+        )
+    return lines
+
+
 def _cell(row: Row, metric: str) -> str:
     index = next(i for i, c in enumerate(COLUMNS) if c.metric == metric)
     cell = row.cells[index]
@@ -83,6 +97,7 @@ def render_markdown(document: dict[str, Any]) -> str:
             f"Python {env.get('python', '?')}"
         ),
         "",
+        *_marks(document),
         *_counts(document),
         "",
     ]

@@ -36,23 +36,47 @@ Schema (``schema_version`` 1)::
                        n_pairs, margin, alpha, mean_diff, ci_low, ci_high (90% bootstrap),
                        p_noninferior, p_regression, method, judge, baseline_judge,
                        prompt_version, baseline_prompt_version, rejudged, reason,
-                       pairs[{id, current, baseline}]}]}
+                       pairs[{id, current, baseline}]}]},
+     "interrupted": true (only when the session was interrupted: Ctrl-C, KeyboardInterrupt,
+                   pytest.exit; the results are those of the tests that finished),
+     "nonfinite": {PATH: "nan" | "inf" | "-inf"} (only when a value was not a finite number:
+                  it is written as null, and PATH, e.g. "results[3].gate.metrics[0].ratio",
+                  says where and what it was)}
+
+Every writer here goes through :func:`finite_document`, so one degenerate number becomes a null
+with its reason instead of losing the whole file. A writer killed mid-write (SIGKILL) leaves
+its hidden temporary file (``.NAME.XXXXXXXX.tmp``); the next write of ``NAME`` removes those
+older than :data:`STALE_TEMP_S`.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import sys
 import tempfile
+import time
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCHEMA_VERSION", "build_document", "write_json_atomic", "write_text_atomic"]
+from .numeric import json_dumps, json_safe
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "STALE_TEMP_S",
+    "build_document",
+    "finite_document",
+    "remove_stale_temps",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 SCHEMA_VERSION = 1
+#: A temporary file of ours older than this is a killed writer's: a write takes well under a
+#: second, so 15 minutes leaves room for a stalled network disk and for clocks a little apart.
+STALE_TEMP_S = 15 * 60
 
 
 def build_document(
@@ -80,24 +104,43 @@ def build_document(
     }
 
 
+def finite_document(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with every NaN or infinity replaced by ``None``, and where each one was
+    (and what) under ``"nonfinite"``: a degenerate metric must not make the encoder refuse,
+    and so lose, the whole file."""
+    safe, replaced = json_safe(document)
+    if replaced:
+        earlier = safe.get("nonfinite")
+        safe["nonfinite"] = {**(earlier if isinstance(earlier, dict) else {}), **replaced}
+    return dict(safe)
+
+
 def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
     """Write ``document`` to ``path`` so readers see the old file or the whole new one.
 
-    Serialising happens before the temporary file exists (``allow_nan=False`` rejects a stray
-    NaN rather than writing invalid JSON), and the rename is atomic on POSIX and Windows.
+    Serialising happens before the temporary file exists (a value JSON cannot hold fails
+    before anything touches the disk), and the rename is atomic on POSIX and Windows.
     """
-    write_text_atomic(path, json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False))
+    write_text_atomic(path, json_dumps(finite_document(document)))
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (plus a final newline) so readers see the old file or the whole new one."""
+def write_text_atomic(path: Path, text: str, *, stale_after: float = STALE_TEMP_S) -> None:
+    """Write ``text`` (plus a final newline) so readers see the old file or the whole new one.
+
+    Temporary files of earlier writes of ``path`` older than ``stale_after`` seconds are removed
+    first (a caller holding a lock on ``path`` passes 0: no other writer can be in flight).
+    A lone surrogate (text decoded with ``surrogateescape``) is written as its ``\\udcXX``
+    escape, which JSON reads back as the same string, rather than failing the whole file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    prefix = f".{path.name}."
+    remove_stale_temps(path.parent, prefix=prefix, suffix=".tmp", older_than=stale_after)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
         # mkstemp creates the file 0600; a report is meant to be read (served, uploaded) like
         # any file this user creates.
         os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as handle:
             handle.write(text + "\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -105,6 +148,30 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(
+    directory: Path, *, prefix: str, suffix: str, older_than: float
+) -> list[Path]:
+    """Remove ``directory``'s temporary files named as :func:`tempfile.mkstemp` names them with
+    ``prefix`` and ``suffix`` (8 random characters between) and not modified for
+    ``older_than`` seconds (any age when it is 0); returns what was removed. Nothing else is
+    ever touched, and a file that cannot be removed is left for the next time."""
+    name = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}" + re.escape(suffix))
+    now = time.time()
+    removed = []
+    try:
+        candidates = [p for p in directory.iterdir() if name.fullmatch(p.name)]
+    except OSError:
+        return []
+    for candidate in candidates:
+        try:
+            if older_than <= 0 or now - candidate.lstat().st_mtime >= older_than:
+                candidate.unlink()
+                removed.append(candidate)
+        except OSError:
+            continue  # gone already (another run cleaned it), or not ours to remove
+    return removed
 
 
 def _umask() -> int:

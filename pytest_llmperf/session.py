@@ -234,11 +234,13 @@ class LLMPerfSession:
         record["key"] = comparison_key(record, self.worker_count)
         return record
 
-    def save_baselines(self) -> list[str]:
+    def save_baselines(self) -> tuple[list[str], list[str]]:
         """Controller only: store this run's samples and judged answers (for the quality gate)
-        for every backend that produced them."""
+        for every backend that produced them. Returns notes, and one error line per baseline
+        that could not be saved (the others are saved all the same)."""
         commit = commit_id()
         notes: list[str] = []
+        errors: list[str] = []
         by_backend: dict[str, list[dict[str, Any]]] = {}
         for result in self.results:
             by_backend.setdefault(result["backend"], []).append(result)
@@ -256,21 +258,28 @@ class LLMPerfSession:
             if (not results and not quality) or record is None:
                 continue
             path = baseline_path(self.settings.baseline_dir, spec.text, spec.short_id)
-            notes += save_baseline(
-                self.baselines.get(spec.text),
-                path,
-                backend=spec.text,
-                key=record["key"],
-                results=results or [],
-                commit=commit,
-                keep=self.settings.baseline_keep,
-                quality=quality,
-            )
+            try:
+                notes += save_baseline(
+                    self.baselines.get(spec.text),
+                    path,
+                    backend=spec.text,
+                    key=record["key"],
+                    results=results or [],
+                    commit=commit,
+                    keep=self.settings.baseline_keep,
+                    quality=quality,
+                )
+            except BaselineError as exc:
+                errors.append(str(exc))
+                continue
+            except OSError as exc:
+                errors.append(f"could not save the baseline {path}: {exc}")
+                continue
             judged = f" and {len(quality)} judged answer(s)" if quality else ""
             notes.append(
                 f"saved {len(results or ())} benchmark(s){judged} of {spec.short_id} to {path}"
             )
-        return notes
+        return notes, errors
 
     def _sha256(self, path: Path) -> str:
         # Hashing a multi-GB model takes a while; pytest's cache remembers it per file version.

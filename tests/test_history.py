@@ -75,10 +75,20 @@ def test_without_hard_links_the_name_is_claimed_exclusively(tmp_path, monkeypatc
     assert len(list(tmp_path.iterdir())) == 2
 
 
-def test_a_nan_fails_before_anything_is_written(tmp_path):
+def test_a_nan_is_written_as_null_with_its_place_and_the_run_is_kept(tmp_path):
+    # It used to make the encoder refuse the whole document: the run was lost from the history.
     doc = one_night()
     doc["results"][0]["stats"]["tpot_s"]["median"] = math.nan
-    with pytest.raises(ValueError, match="JSON"):
+    path = append_run(tmp_path / "h", doc)
+    written = json.loads(path.read_text())
+    assert written["results"][0]["stats"]["tpot_s"]["median"] is None
+    assert written["nonfinite"] == {"results[0].stats.tpot_s.median": "nan"}
+    assert [run.path for run in load_history(tmp_path / "h").runs] == [path]
+
+
+def test_an_unserialisable_value_fails_before_anything_is_written(tmp_path):
+    doc = {**one_night(), "command": [object()]}
+    with pytest.raises(TypeError):
         append_run(tmp_path / "h", doc)
     assert not (tmp_path / "h").exists() or not list((tmp_path / "h").iterdir())
 
@@ -180,6 +190,29 @@ def test_read_document_names_the_file_and_the_problem(tmp_path):
     bad.write_text(json.dumps({**one_night(), "created": "yesterday"}))
     with pytest.raises(ResultsFileError, match="'created' is not an ISO-8601 time: 'yesterday'"):
         read_document(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"schema_version": 1, "x": NaN}', "NaN is not a finite number"),
+        ('{"schema_version": 1, "x": -Infinity}', "-Infinity is not a finite number"),
+        ('{"schema_version": 1, "x": 1' + "0" * 400 + "}", "is too large"),
+        ('{"schema_version": 1, "x": 1e400}', "is out of range"),
+        ("[" * 100_000 + "]" * 100_000, "nested deeper than"),
+    ],
+    ids=["nan", "infinity", "huge integer", "float overflow", "deep nesting"],
+)
+def test_read_document_refuses_numbers_no_run_writes_naming_the_file(tmp_path, text, reason):
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    with pytest.raises(ResultsFileError) as info:
+        read_document(bad)
+    assert str(bad) in str(info.value) and reason in str(info.value)
+    (tmp_path / "good.json").write_text(json.dumps(one_night()))
+    history = load_history(tmp_path)  # one bad file is skipped with its reason, not a crash
+    assert len(history.runs) == 1
+    assert len(history.problems) == 1 and reason in history.problems[0]
 
 
 def test_commits_come_from_commit_info_or_every_merged_source():

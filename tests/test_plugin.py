@@ -336,10 +336,20 @@ def test_a_second_backend_for_a_kind_is_rejected(fake):
 def test_json_writer_keeps_the_old_file_when_serialising_fails(tmp_path):
     path = tmp_path / "r.json"
     path.write_text('{"old": true}')
-    with pytest.raises(ValueError, match="Out of range float values"):
-        write_json_atomic(path, {"bad": float("nan")})
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        write_json_atomic(path, {"bad": object()})
     assert path.read_text() == '{"old": true}'
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_json_writer_writes_a_nan_as_null_and_says_where(tmp_path):
+    path = tmp_path / "r.json"
+    write_json_atomic(path, {"runs": [{"ratio": float("inf")}], "n": float("nan")})
+    assert json.loads(path.read_text()) == {
+        "runs": [{"ratio": None}],
+        "n": None,
+        "nonfinite": {"runs[0].ratio": "inf", "n": "nan"},
+    }
 
 
 def test_unwritable_json_path_is_reported_not_a_traceback(fake):

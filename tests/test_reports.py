@@ -22,6 +22,7 @@ from chromium import chromium_path, open_page
 from scripted_openai import Reply, ScriptedServer
 from test_judge import _openai_stack_loaded  # noqa: F401  (module fixture: loads openai once)
 
+from pytest_llmperf import numeric
 from pytest_llmperf._report_data import COLUMNS, rows
 from pytest_llmperf.benchmark_json import TIMING_METRIC, to_benchmark_json
 from pytest_llmperf.history import check_document
@@ -363,3 +364,74 @@ def test_a_load_test_shows_its_first_prompts_with_their_count(pytester):
         re.S,
     )
     assert "prompts=" not in params and "concurrency=2" in params
+
+
+def _null_every_float(value):
+    if isinstance(value, float):
+        return None
+    if isinstance(value, dict):
+        return {k: _null_every_float(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_null_every_float(v) for v in value]
+    return value
+
+
+def test_reports_render_a_document_whose_every_float_is_null(scenario):
+    # What the writers make of NaN and infinity (null, see results.finite_document), taken to
+    # the limit: every figure of a run with regressions and a quality gate is missing.
+    document = _null_every_float(json.loads((scenario.path / "out.json").read_text()))
+    page = render_html(document)
+    summary = render_markdown(document)
+    assert "REGRESSION" in page and "REGRESSION" in summary
+    assert "n/a" in page and "n/a" in summary
+
+
+NONFINITE_CONFTEST = """
+
+def pytest_llmperf_result(config, result):
+    # Degenerate figures as a gate or a summary can produce them (a ratio against a zero
+    # median, a median of nothing).
+    if result.get("gate"):
+        result["gate"]["metrics"][0]["ratio"] = float("inf")
+        result["gate"]["metrics"][0]["ci_high"] = float("inf")
+    result["stats"]["tpot_s"]["median"] = float("nan")
+"""
+
+
+def test_a_non_finite_metric_loses_no_output_file(fake, monkeypatch):
+    fake.makeconftest(fake.path.joinpath("conftest.py").read_text() + NONFINITE_CONFTEST)
+    fake.makepyfile(test_x="def test_a(llm_bench):\n    llm_bench('hi', max_tokens=3)\n")
+    monkeypatch.setenv("FAKE_DELAY_MS", "1")
+    args = ["--llm=fake:m", "--llm-runs=4", "--llm-warmup=0"]
+    fake.runpytest(*args, "--llm-save-baseline").assert_outcomes(passed=1)
+    outputs = {
+        "json": "out.json",
+        "html": "report.html",
+        "markdown": "summary.md",
+        "benchmark-json": "bench.json",
+    }
+    result = fake.runpytest(
+        *args, *(f"--llm-{flag}={name}" for flag, name in outputs.items()), "--llm-history=h"
+    )
+    result.assert_outcomes(passed=1)
+    assert "could not write" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["llmperf: 3 value(s) were not finite numbers*"])
+    for name in outputs.values():
+        assert (fake.path / name).stat().st_size > 0
+    doc = numeric.json_loads((fake.path / "out.json").read_text())  # strict: no NaN
+    assert doc["nonfinite"] == {
+        "results[0].gate.metrics[0].ratio": "inf",
+        "results[0].gate.metrics[0].ci_high": "inf",
+        "results[0].stats.tpot_s.median": "nan",
+    }
+    metric = doc["results"][0]["gate"]["metrics"][0]
+    assert (metric["ratio"], metric["ci_high"]) == (None, None)
+    assert check_document(doc) is None  # llmperf show / compare / report read it
+    [entry] = (fake.path / "h").glob("*.json")
+    assert numeric.json_loads(entry.read_text())["nonfinite"] == doc["nonfinite"]
+    assert "3 value(s) were not finite numbers" in (fake.path / "summary.md").read_text()
+    html = (fake.path / "report.html").read_text()
+    assert 'id="nonfinite">3 value(s) were not finite numbers' in html
+    assert "<code>results[0].gate.metrics[0].ratio</code> (inf)" in html
+    bench = numeric.json_loads((fake.path / "bench.json").read_text())
+    assert bench["nonfinite"] == doc["nonfinite"]
