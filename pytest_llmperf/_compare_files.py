@@ -17,7 +17,6 @@ and reported undecidable, not judged, where too few requests could never reach s
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,9 +92,10 @@ def _samples(result: Mapping[str, Any], metric: str) -> list[float]:
 
 
 def _level(metric: str, values: Sequence[float]) -> float | None:
+    # stats.percentile, not statistics.median: the mean of two middle values of 1e308 is inf.
     if not values:
         return None
-    return percentile(sorted(values), 95) if metric == "ttft_p95_s" else statistics.median(values)
+    return percentile(sorted(values), 95 if metric == "ttft_p95_s" else 50)
 
 
 def compare_documents(
@@ -182,8 +182,10 @@ def compare_documents(
             # As in the load gate: under load a drift within the run is the effect measured.
             trend_of=() if is_load else None,
         )
-    # As in the gate, an UNSTABLE metric is undecidable and stays out of the review.
-    decided = [row for row, *_ in todo if row.verdict and row.verdict.verdict != Verdict.UNSTABLE]
+    # As in the gate, an UNSTABLE metric is undecidable and a REFUSED one was never tested
+    # (a baseline of zeros): both stay out of the review.
+    untested = (Verdict.UNSTABLE, Verdict.REFUSED)
+    decided = [row for row, *_ in todo if row.verdict and row.verdict.verdict not in untested]
     pseudo = [
         {"gate": {"p_sequential": {r.metric: r.verdict.p_slowdown}}} for r in decided if r.verdict
     ]

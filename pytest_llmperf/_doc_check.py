@@ -5,6 +5,13 @@ Each ``check_*`` returns what is wrong with one entry as a phrase ("has no backe
 what the readers (show, compare, merge, the reports) index or compute with, so a malformed
 file is refused or skipped with its reason, never a traceback halfway through a report. Fields
 a reader only displays, or reads with a default, may be missing.
+
+Numbers are checked as well as typed, through :mod:`.numeric` like every number that reaches
+the statistics: samples finite and non-negative, every other number finite, counts whole and
+at most :data:`~pytest_llmperf.numeric.MAX_COUNT`, judge scores on their 0-100 scale. A
+document built in memory (``merge_documents``' inputs) or parsed by a lenient reader can hold
+a NaN or a ``10**400``; refused here, it never becomes a NaN verdict, an OverflowError
+halfway through a table, or a merged file the JSON writer refuses.
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
+
+from .numeric import MAX_COUNT, check_finite
 
 __all__ = [
     "check_backend",
@@ -32,11 +41,11 @@ _METRIC_NUMBERS = (
     "p_no_slowdown",
     "tolerance",
     "effective_tolerance",
-    "n_current",
-    "n_baseline",
-    "runs_to_settle",
 )
+_METRIC_COUNTS = ("n_current", "n_baseline", "runs_to_settle")
 _QUALITY_GATE_NUMBERS = ("mean_diff", "ci_low", "ci_high", "p_noninferior", "p_regression")
+#: The judge's scale: scores, their spread's ends and paired scores are 0-100.
+_SCORE = (0.0, 100.0)
 
 
 def parse_time(text: Any) -> datetime | None:
@@ -55,7 +64,8 @@ def _number(value: Any) -> bool:
 
 
 def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A count: a non-negative int no larger than a count this plugin could have written."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
 
 
 def _short(value: Any) -> str:
@@ -63,13 +73,31 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _out_of_range(
+    where: str, value: Any, low: float | None = None, high: float | None = None
+) -> str | None:
+    """Why the number ``value`` cannot be used (not finite, too large for a float, out of
+    ``[low, high]``), or ``None``."""
+    try:
+        check_finite(value, what=where, low=low, high=high)
+    except ValueError as exc:
+        return f"has {exc}"
+    return None
+
+
 def _numbers(where: str, values: Any) -> str | None:
-    """``values`` must be a list of numbers or nulls."""
+    """``values`` must be a list of samples (finite, non-negative numbers) or nulls (a sample
+    the writer could not represent)."""
     if not isinstance(values, list):
         return f"has {where} {_short(values)}, not a list"
     for index, value in enumerate(values):
-        if value is not None and not _number(value):
+        if value is None:
+            continue
+        if not _number(value):
             return f"has {where}[{index}] {_short(value)}, not a number or null"
+        problem = _out_of_range(f"{where}[{index}]", value, low=0.0)
+        if problem:
+            return problem
     return None
 
 
@@ -85,11 +113,30 @@ def _optional(entry: Mapping[str, Any], where: str, types: dict[str, type]) -> s
     return None
 
 
-def _numbers_or_null(entry: Mapping[str, Any], where: str, keys: Iterable[str]) -> str | None:
+def _numbers_or_null(
+    entry: Mapping[str, Any],
+    where: str,
+    keys: Iterable[str],
+    low: float | None = None,
+    high: float | None = None,
+) -> str | None:
     for key in keys:
         value = entry.get(key)
-        if value is not None and not _number(value):
+        if value is None:
+            continue
+        if not _number(value):
             return f"has {where}{key} {_short(value)}, not a number or null"
+        problem = _out_of_range(f"{where}{key}", value, low, high)
+        if problem:
+            return problem
+    return None
+
+
+def _counts_or_null(entry: Mapping[str, Any], where: str, keys: Iterable[str]) -> str | None:
+    for key in keys:
+        value = entry.get(key)
+        if value is not None and not _whole(value):
+            return f"has {where}{key} {_short(value)}, not a whole number or null"
     return None
 
 
@@ -108,7 +155,10 @@ def _check_table(result: Mapping[str, Any], key: str) -> str | None:
         elif not isinstance(value, dict):
             problem = f"has stats.{metric} {_short(value)}, not an object"
         else:
-            problem = _numbers_or_null(value, f"stats.{metric}.", value)
+            problem = _first(
+                _counts_or_null(value, f"stats.{metric}.", ("n",)),
+                _numbers_or_null(value, f"stats.{metric}.", (k for k in value if k != "n")),
+            )
         if problem:
             return problem
     return None
@@ -128,6 +178,17 @@ def _check_gate(gate: Any) -> str | None:
     )
     if problem:
         return problem
+    problem = _first(
+        _counts_or_null(gate, "gate.", ("samples", "comparisons")),
+        _counts(gate.get("looks") or [], "gate.looks"),
+        *(
+            _numbers_or_null(gate.get(key) or {}, f"gate.{key}.", gate.get(key) or {})
+            for key in ("p_sequential", "p_holm", "p_by", "p_holm_rejected")
+            if isinstance(gate.get(key) or {}, dict)
+        ),
+    )
+    if problem:
+        return problem
     metrics = gate.get("metrics", [])
     if not isinstance(metrics, list):
         return f"has gate.metrics {_short(metrics)}, not a list"
@@ -138,9 +199,15 @@ def _check_gate(gate: Any) -> str | None:
         for key in ("metric", "verdict"):
             if not isinstance(metric.get(key), str):
                 return f"has {where} without a {key} string"
-        if not _number(metric.get("ratio")):
-            return f"has {where}.ratio {_short(metric.get('ratio'))}, not a number"
-        problem = _numbers_or_null(metric, f"{where}.", _METRIC_NUMBERS)
+        if "ratio" not in metric:
+            return f"has {where} without a ratio"
+        # null: a verdict with no ratio (a REFUSED baseline of 0, too few samples), which the
+        # writer stores as null rather than NaN.
+        problem = _first(
+            _numbers_or_null(metric, f"{where}.", ("ratio",), low=0.0),
+            _numbers_or_null(metric, f"{where}.", _METRIC_NUMBERS),
+            _counts_or_null(metric, f"{where}.", _METRIC_COUNTS),
+        )
         if problem:
             return problem
     stored = gate.get("baseline_samples")
@@ -151,6 +218,15 @@ def _check_gate(gate: Any) -> str | None:
             problem = _numbers(f"gate.baseline_samples.{metric}", values)
             if problem:
                 return problem
+    return None
+
+
+def _counts(values: Any, where: str) -> str | None:
+    if not isinstance(values, list):
+        return f"has {where} {_short(values)}, not a list"
+    for index, value in enumerate(values):
+        if not _whole(value):
+            return f"has {where}[{index}] {_short(value)}, not a whole number"
     return None
 
 
@@ -208,11 +284,15 @@ def check_quality(entry: Mapping[str, Any]) -> str | None:
     spread = entry.get("spread")
     if spread is not None and not isinstance(spread, dict):
         return f"has spread {_short(spread)}, not an object or null"
+    scores = entry.get("scores")
     return _first(
-        _numbers_or_null(spread or {}, "spread.", ("sd", "min", "max")),
+        _out_of_range("score", entry["score"], *_SCORE),
+        _numbers_or_null(spread or {}, "spread.", ("sd",), low=0.0),
+        _numbers_or_null(spread or {}, "spread.", ("min", "max"), *_SCORE),
         _numbers_or_null(entry, "", ("min_score",)),
         None if _whole(entry.get("call", 0)) else f"has call {_short(entry['call'])}, not a count",
         _optional(entry, "", {"judge": str, "scores": list}),
+        _numbers("scores", scores) if isinstance(scores, list) else None,
     )
 
 
@@ -226,6 +306,9 @@ def check_quality_gate(entry: Mapping[str, Any]) -> str | None:
     for key in ("margin", "alpha"):
         if not _number(entry.get(key)):
             return f"has {key} {_short(entry.get(key))}, not a number"
+        problem = _out_of_range(key, entry[key])
+        if problem:
+            return problem
     problem = _numbers_or_null(entry, "", _QUALITY_GATE_NUMBERS)
     if problem:
         return problem
@@ -237,7 +320,7 @@ def check_quality_gate(entry: Mapping[str, Any]) -> str | None:
     for index, pair in enumerate(pairs):
         if not isinstance(pair, dict) or "id" not in pair:
             return f"has pairs[{index}] {_short(pair)}, not an object with an id"
-        problem = _numbers_or_null(pair, f"pairs[{index}].", ("current", "baseline"))
+        problem = _numbers_or_null(pair, f"pairs[{index}].", ("current", "baseline"), *_SCORE)
         if problem:
             return problem
     return None
@@ -253,7 +336,7 @@ def check_backend(record: Mapping[str, Any]) -> str | None:
     key = record.get("key") or {}
     return _first(
         _optional(key, "key.", {"strict": dict, "soft": dict}),
-        _numbers_or_null(record, "", ("load_s",)),
+        _numbers_or_null(record, "", ("load_s",), low=0.0),
     )
 
 

@@ -7,7 +7,6 @@ Pure: reads :class:`~pytest_llmperf.history.HistoryRun` documents, draws nothing
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from .baseline import bench_id
 from .gate import Verdict
 from .history import HistoryRun
+from .stats import percentile
 from .steps import MIN_CHANGE, MIN_SEGMENT, Step, detect_steps
 
 __all__ = [
@@ -98,12 +98,17 @@ class Finding:
     worse: bool
 
 
+def _median(values: Sequence[float]) -> float:
+    # Not statistics.median: the mean of two middle values near 1e308 overflows to inf.
+    return percentile(sorted(values), 50)
+
+
 def _median_of(result: dict[str, Any], metric: str) -> float | None:
     stat = result.get("stats", {}).get(metric)
     value = stat.get("median") if isinstance(stat, dict) else None
     if not isinstance(value, int | float) or isinstance(value, bool):
         samples = [v for v in result.get("samples", {}).get(metric) or [] if v is not None]
-        value = statistics.median(samples) if samples else None
+        value = _median(samples) if samples else None
     return float(value) if value is not None and math.isfinite(value) else None
 
 
@@ -141,7 +146,7 @@ def _collect(runs: Sequence[HistoryRun]) -> dict[tuple[str, str], Group]:
         for (bench, backend_id, metric), values in per_night.items():
             s = series(bench, backend_id, metric)
             s.nights.append(night)
-            s.values.append(statistics.median(values))
+            s.values.append(_median(values))
     return groups
 
 

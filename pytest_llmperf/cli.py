@@ -6,13 +6,16 @@
     llmperf report DIR -o nightly.html     the nightly page over an --llm-history directory
 
 Exit status: 0 done, 1 ``compare`` found a regression, 2 a usage or input error (a missing,
-corrupt or wrongly shaped file, an empty history), always with a one-line message, never a
-traceback. Output files are written atomically.
+corrupt or wrongly shaped file, an empty history), always with a one-line message naming the
+file, never a traceback. Output files are written atomically. What is printed comes from the
+files, so it is printed defanged: control characters (a terminal's escape sequences) and text
+the terminal cannot encode are shown escaped, never sent raw.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 from collections.abc import Sequence
@@ -26,6 +29,7 @@ from .errors import ResultsFileError
 from .gate import DIRECTIONS, Verdict, parse_tolerances
 from .history import load_history, read_document, read_json
 from .merge import machine_label, merge_documents
+from .numeric import parse_number
 from .results import write_json_atomic, write_text_atomic
 
 __all__ = ["main"]
@@ -48,36 +52,38 @@ class _Parser(argparse.ArgumentParser):
         raise _Exit(2, f"{self.format_usage()}{self.prog}: error: {message}\n")
 
 
+# Option values go through numeric.parse_number, as the plugin's do: finite, in range, one
+# message; argparse puts the option's name in front of it.
+
+
 def _fraction(text: str) -> float:
     try:
-        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        return parse_number(text, what="value", low=0.0, high=9.99, percent=True)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a percentage like 5% or 0.05, not {text!r}"
+            f"expected a percentage from 0% to 999% like 5% or 0.05, not {text!r}"
         ) from None
-    if not 0 <= value < 10:
-        raise argparse.ArgumentTypeError(f"{text!r} is not between 0% and 1000%")
-    return value
+
+
+#: Counts and widths beyond this are typing mistakes, not settings.
+_MAX_OPTION_COUNT = 1_000_000
 
 
 def _positive(text: str) -> int:
     try:
-        value = int(text)
+        value = parse_number(text, what="value", low=1, high=_MAX_OPTION_COUNT, integer=True)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, not {value}")
-    return value
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from 1 to {_MAX_OPTION_COUNT}, not {text!r}"
+        ) from None
+    return int(value)
 
 
 def _alpha(text: str) -> float:
     try:
-        value = float(text)
+        return parse_number(text, what="value", low=0.0, low_open=True, high=0.5)
     except ValueError:
-        value = -1.0
-    if not 0 < value <= 0.5:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 0.5], not {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 0.5], not {text!r}") from None
 
 
 def _tolerances(text: str) -> dict[str, float]:
@@ -178,30 +184,76 @@ def _parser() -> _Parser:
     return parser
 
 
+#: What a reader may trip over in a file's content that the document checks did not foresee.
+#: ArithmeticError and RecursionError too: a number or a nesting the checks let through must
+#: still end as one line naming the files, not a traceback.
+_CONTENT_ERRORS = (
+    KeyError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    IndexError,
+    ArithmeticError,
+    RecursionError,
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``llmperf`` command; returns the exit status."""
     parser = _parser()
-    command = "input"
+    args = None
     try:
         args = parser.parse_args(argv)
-        command = args.command
         handler = {"show": _show, "compare": _compare, "merge": _merge, "report": _report}
         return handler[args.command](args)
     except _Exit as exc:
         (sys.stderr if exc.status else sys.stdout).write(exc.message)
         return exc.status
     except ResultsFileError as exc:
-        print(f"llmperf: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 2
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        # The document checks should have refused the file already; still one line, no
-        # traceback, for a shape they do not know of.
-        print(
-            f"llmperf: error: {command}: an input file has content this version cannot read "
-            f"({type(exc).__name__}: {exc}); is it a pytest-llmperf results file?",
-            file=sys.stderr,
+    except _CONTENT_ERRORS as exc:
+        # The document checks should have refused the file already; still one line naming
+        # the inputs, no traceback, for a shape they do not know of.
+        text = str(exc) if len(str(exc)) <= 300 else str(exc)[:297] + "..."
+        _error(
+            f"{_inputs(args)}: content this version cannot read ({type(exc).__name__}: "
+            f"{text}); is it a pytest-llmperf results file?"
         )
         return 2
+
+
+def _inputs(args: argparse.Namespace | None) -> str:
+    """The input files (or history directory) of the command, for the backstop's line."""
+    if args is None:
+        return "input"
+    names = {"show": ("file",), "compare": ("baseline", "current"), "report": ("directory",)}
+    paths: list[Path] = (
+        args.files if args.command == "merge" else [getattr(args, n) for n in names[args.command]]
+    )
+    return ", ".join(map(str, paths))
+
+
+# C0 and C1 controls but newline and tab (the output's own layout), as \xNN: a file's names
+# must not move the cursor, clear the screen or retitle the terminal.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if c not in (9, 10)}
+_ONE_LINE = {**_CONTROLS, 10: "\\n", 9: "\\t"}
+
+
+def _safe(text: str, stream: Any, table: dict[int, str]) -> str:
+    """``text`` without control characters, and encodable by ``stream`` (a lone surrogate, or
+    a name a non-UTF-8 console cannot show, becomes a backslash escape, not a crash)."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    return text.translate(table).encode(encoding, "backslashreplace").decode(encoding)
+
+
+def _say(lines: Sequence[str]) -> None:
+    sys.stdout.write(_safe("\n".join(lines), sys.stdout, _CONTROLS) + "\n")
+
+
+def _error(message: str, kind: str = "error") -> None:
+    """One line on stderr, whatever the message holds (a file name with a newline in it)."""
+    sys.stderr.write(f"llmperf: {kind}: {_safe(message, sys.stderr, _ONE_LINE)}\n")
 
 
 def _width(args: argparse.Namespace) -> int:
@@ -219,7 +271,7 @@ def _show(args: argparse.Namespace) -> int:
     from ._show import show_lines
 
     document = read_document(args.file)
-    print("\n".join(show_lines(document, args.file, _width(args))))
+    _say(show_lines(document, args.file, _width(args)))
     return 0
 
 
@@ -234,8 +286,18 @@ def _compare(args: argparse.Namespace) -> int:
         metrics=args.metric,
         force=args.force,
     )
-    print("\n".join(_comparison_lines(result, args, _width(args))))
+    _say(_comparison_lines(result, args, _width(args)))
     return 1 if result.regressions else 0
+
+
+def _level_cell(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if not metric.endswith("_s"):
+        return f"{value:.4g}"
+    # In seconds where milliseconds would overflow (a median near 1e308 s), not "inf ms".
+    ms = value * 1e3
+    return f"{ms:.4g} ms" if math.isfinite(ms) else f"{value:.4g} s"
 
 
 def _comparison_lines(result: FileComparison, args: argparse.Namespace, width: int) -> list[str]:
@@ -244,20 +306,20 @@ def _comparison_lines(result: FileComparison, args: argparse.Namespace, width: i
         lines.append("no benchmark + backend is in both files: nothing to compare")
     table = []
     for row in result.rows:
-        scale = 1e3 if row.metric.endswith("_s") else 1.0
-        a = "-" if row.baseline_median is None else f"{row.baseline_median * scale:.4g}"
-        b = "-" if row.current_median is None else f"{row.current_median * scale:.4g}"
-        unit = " ms" if row.metric.endswith("_s") else ""
+        a, b = (_level_cell(row.metric, v) for v in (row.baseline_median, row.current_median))
         v = row.verdict
         if v is None:
             cells = ["-", "-", "-", "-", row.reason.split(",")[0].split(" (")[0]]
+        elif v.verdict == Verdict.REFUSED or not math.isfinite(v.ratio):
+            # No test ran (a baseline of zeros): its reason follows the table, not a NaN.
+            cells = ["-", "-", "-", "-", v.verdict]
         else:
             ci = f"{(v.ci_low - 1) * 100:+.0f}%..{(v.ci_high - 1) * 100:+.0f}%"
             p_cell = "-" if row.p_holm is None else f"{row.p_holm:.2g}"
             tol = f"{v.effective_tolerance:.0%}"
             cells = [f"{(v.ratio - 1) * 100:+.1f}%", ci, p_cell, tol, v.verdict]
         test = row.bench.split("::", 1)[-1]  # the file path makes the column too wide
-        table.append([test, row.backend_id, row.metric, a + unit, b + unit, *cells])
+        table.append([test, row.backend_id, row.metric, a, b, *cells])
     if table:
         header = ["test", "backend", "metric", "A median", "B median", "change", "90% CI"]
         header += ["p slower", "tolerance", "verdict"]
@@ -266,6 +328,8 @@ def _comparison_lines(result: FileComparison, args: argparse.Namespace, width: i
         where = f"{row.bench} [{row.backend_id}] {row.metric}"
         if row.reason:
             lines.append(f"{where}: {row.reason}")
+        elif row.verdict and row.verdict.verdict == Verdict.REFUSED:
+            lines.append(f"REFUSED {where}: {row.verdict.note or 'no test could run'}")
         elif row.verdict and row.verdict.verdict == Verdict.REGRESSION:
             holm = row.p_holm if row.p_holm is not None else row.verdict.p_slowdown
             lines.append(f"REGRESSION {where}: {row.verdict.describe(holm, 'Holm')}")
@@ -296,10 +360,12 @@ def _merge(args: argparse.Namespace) -> int:
     merged = merge_documents(inputs)
     _write(args.output, write_json_atomic, merged)
     machines = sorted({machine_label(s["environment"]) for s in merged["sources"]})
-    print(
-        f"llmperf: merged {len(merged['sources'])} run(s) from {len(args.files)} file(s), "
-        f"{len(merged['results'])} result(s), machines {', '.join(machines)}, "
-        f"into {args.output}"
+    _say(
+        [
+            f"llmperf: merged {len(merged['sources'])} run(s) from {len(args.files)} file(s), "
+            f"{len(merged['results'])} result(s), machines {', '.join(machines)}, "
+            f"into {args.output}"
+        ]
     )
     return 0
 
@@ -309,7 +375,7 @@ def _report(args: argparse.Namespace) -> int:
 
     history = load_history(args.directory)
     for line in history.problems:
-        print(f"llmperf: warning: {line}", file=sys.stderr)
+        _error(line, "warning")
     if not history.runs:
         skipped = f" ({len(history.problems)} unreadable, listed above)" if history.problems else ""
         raise ResultsFileError(
@@ -327,5 +393,5 @@ def _report(args: argparse.Namespace) -> int:
         max_charts=args.max_charts,
     )
     _write(args.output, write_text_atomic, html)
-    print(f"llmperf: wrote {args.output} ({len(runs)} night(s), {args.directory})")
+    _say([f"llmperf: wrote {args.output} ({len(runs)} night(s), {args.directory})"])
     return 0

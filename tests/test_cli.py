@@ -1,6 +1,7 @@
 """The ``llmperf`` command: show, compare, merge, report, run for real (in-process and as the
 installed script) on documents from real plugin runs and on synthetic nightly histories."""
 
+import copy
 import json
 import re
 import shutil
@@ -235,7 +236,25 @@ def test_usage_errors_exit_2(capsys):
     assert "tolerance 'lots' for tpot_s is not a number" in err
     code, _, err = llmperf(capsys, "report", "d", "--min-change", "much")
     assert code == 2
-    assert "expected a percentage like 5% or 0.05, not 'much'" in err
+    assert "expected a percentage from 0% to 999% like 5% or 0.05, not 'much'" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["report", "d", "--min-change", "nan"], "--min-change: expected a percentage from 0%"),
+        (["report", "d", "--min-change", "1e400%"], "--min-change: expected a percentage"),
+        (["compare", "a", "b", "--drift", "inf"], "--drift: expected a percentage from 0%"),
+        (["compare", "a", "b", "--alpha", "nan"], "--alpha: expected a number in (0, 0.5]"),
+        (["show", "f", "--width", "99999999999"], "--width: expected a whole number from 1 to"),
+        (["report", "d", "--last", str(10**30)], "--last: expected a whole number from 1 to"),
+        (["report", "d", "--max-charts", "1.5"], "--max-charts: expected a whole number"),
+    ],
+)
+def test_option_values_are_finite_and_in_range(capsys, args, message):
+    code, out, err = llmperf(capsys, *args)
+    assert (code, out) == (2, "")
+    assert message in err.splitlines()[-1]
 
 
 def bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
@@ -709,6 +728,31 @@ MALFORMED = {
         _set(("backends", 0, "key"), ["strict"]),
         "backends[0] has key ['strict'], not an object or null",
     ),
+    # Numbers of the right type that no run can have written.
+    "negative sample": (
+        _set(("results", 0, "samples", "tpot_s", 3), -0.02),
+        "results[0] has samples.tpot_s[3]: -0.02 is out of range (must be >= 0)",
+    ),
+    "negative stored sample": (
+        _set(("results", 0, "gate"), {"verdict": "PASS", "baseline_samples": {"e2e_s": [-1]}}),
+        "results[0] has gate.baseline_samples.e2e_s[0]: -1 is out of range (must be >= 0)",
+    ),
+    "fractional count": (
+        _set(("results", 0, "stats", "tpot_s", "n"), 9.5),
+        "results[0] has stats.tpot_s.n 9.5, not a whole number or null",
+    ),
+    "negative ratio": (
+        _set(("results", 0, "gate"), regression_gate(-2.0)),
+        "results[0] has gate.metrics[0].ratio: -2 is out of range (must be >= 0)",
+    ),
+    "fractional comparisons": (
+        _set(("results", 0, "gate"), {**regression_gate(1.2), "comparisons": 2.5}),
+        "results[0] has gate.comparisons 2.5, not a whole number or null",
+    ),
+    "score above 100": (
+        _set(("quality",), [_quality("t.py::test_q", "fake:m", 250.0)]),
+        "quality[0] has score: 250 is out of range (must be <= 100)",
+    ),
 }
 
 
@@ -770,6 +814,9 @@ def test_report_skips_malformed_files_and_names_them(capsys, tmp_path):
         ("compare", "pytest_llmperf.cli.compare_documents", TypeError("bad operand")),
         ("merge", "pytest_llmperf.cli.merge_documents", ValueError("bad value")),
         ("report", "pytest_llmperf.report_nightly.render_nightly", AttributeError("no .get")),
+        ("compare", "pytest_llmperf.cli.compare_documents", ZeroDivisionError("division")),
+        ("show", "pytest_llmperf._show.show_lines", OverflowError("int too large")),
+        ("report", "pytest_llmperf.report_nightly.render_nightly", RecursionError("too deep")),
     ],
 )
 def test_a_shape_the_checks_miss_is_still_one_line(
@@ -792,12 +839,95 @@ def test_a_shape_the_checks_miss_is_still_one_line(
         "merge": ["merge", good, other, "-o", tmp_path / "out.json"],
         "report": ["report", tmp_path / "hist", "-o", tmp_path / "n.html"],
     }[command]
+    inputs = {
+        "show": f"{good}",
+        "compare": f"{good}, {other}",
+        "merge": f"{good}, {other}",
+        "report": f"{tmp_path / 'hist'}",
+    }[command]
     code, out, err = llmperf(capsys, *args)
     assert (code, out) == (2, "")
     assert err == (
-        f"llmperf: error: {command}: an input file has content this version cannot read "
+        f"llmperf: error: {inputs}: content this version cannot read "
         f"({type(error).__name__}: {error}); is it a pytest-llmperf results file?\n"
     )
+
+
+def test_documents_built_in_memory_with_nan_or_huge_numbers_are_refused_by_merge():
+    """A strict reader stops NaN and 10**400 in files; the checks stop them in documents that
+    never were a file, before the merged one holds them (its writer would refuse it)."""
+    from pytest_llmperf.errors import ResultsFileError
+    from pytest_llmperf.merge import merge_documents
+
+    good = nights(1, lambda n, t: 1.0)[0]
+    for where, value, message in [
+        (("samples", "tpot_s", 0), float("nan"), "samples.tpot_s[0]: nan is not a finite number"),
+        (("stats", "e2e_s", "median"), float("inf"), "stats.e2e_s.median: inf is not a finite"),
+        (("stats", "ttft_s", "max"), 10**400, "stats.ttft_s.max: a 401-digit number is too large"),
+        (("runs",), 10**400, "runs 1000000000"),
+    ]:
+        bad = copy.deepcopy(good)
+        on_machine("ci-b")(bad)
+        _set(("results", 0, *where), value)(bad)
+        with pytest.raises(ResultsFileError) as info:
+            merge_documents([("good.json", good), ("bad.json", bad)])
+        assert str(info.value).startswith(f"bad.json: results[0] has {message}")
+
+
+def test_show_prints_a_files_control_characters_escaped(capsys, tmp_path):
+    doc = nights(1, lambda n, t: 1.0)[0]
+    doc["results"][0]["backend_id"] = "\x1b]0;owned\x07\x1b[2Jfake"
+    doc["backend_errors"] = {"fake:x": "line one\rline two"}
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps(doc))
+    code, out, _ = llmperf(capsys, "show", path, "--width", "200")
+    assert code == 0
+    assert "\x1b" not in out
+    assert "\r" not in out
+    assert "\\x1b]0;owned\\x07\\x1b[2Jfake" in out
+    assert "line one\\x0dline two" in out
+
+
+def test_an_error_naming_a_file_with_a_newline_is_still_one_line(capsys, tmp_path):
+    path = tmp_path / "a\nb.json"
+    code, out, err = llmperf(capsys, "show", path)
+    assert (code, out) == (2, "")
+    assert err == f"llmperf: error: {tmp_path}/a\\nb.json: no such file\n"
+
+
+# --- degenerate but valid data: a defined verdict, never a crash ---------------------------
+
+
+def _rising(doc: dict, scale: float = 1.0) -> dict:
+    """Samples that drift upward within the run (a warming machine), times ``scale``."""
+    for values in doc["results"][0]["samples"].values():
+        values[:] = sorted(v * scale for v in values)
+    return doc
+
+
+def test_compare_against_an_all_zero_baseline_is_refused_with_the_reason(capsys, tmp_path):
+    zeros, current = tmp_path / "zeros.json", tmp_path / "current.json"
+    zeros.write_text(json.dumps(_rising(nights(1, lambda n, t: 1.0)[0], 0.0)))
+    current.write_text(json.dumps(_rising(nights(1, lambda n, t: 1.0, seed=3)[0])))
+    code, out, _ = llmperf(capsys, "compare", zeros, current, "--metric", "tpot_s")
+    assert code == 0
+    assert re.search(r"tpot_s\s+0 ms\s+[\d.]+ ms\s+-\s+-\s+-\s+-\s+REFUSED", out)
+    assert "REFUSED tests/test_bench.py::test_chat[fake:m] [fake:m] tpot_s: baseline has no " in out
+    assert "nan" not in out
+    assert out.rstrip().endswith("llmperf compare: 1 REFUSED")
+
+
+def test_compare_of_the_largest_floats_shows_finite_medians(capsys, tmp_path):
+    huge, current = tmp_path / "huge.json", tmp_path / "current.json"
+    doc = nights(1, lambda n, t: 1.0)[0]
+    for values in doc["results"][0]["samples"].values():
+        values[:] = [1.7e308] * len(values)
+    huge.write_text(json.dumps(doc))
+    current.write_text(json.dumps(nights(1, lambda n, t: 1.0, seed=3)[0]))
+    code, out, _ = llmperf(capsys, "compare", huge, current, "--metric", "tpot_s")
+    assert code in (0, 1)
+    assert re.search(r"tpot_s\s+1\.7e\+308 s", out)  # the median, not (a + b) / 2 = inf
+    assert "inf ms" not in out
 
 
 # --- merge: machines stay apart by backend id and by spec ----------------------------------
