@@ -17,6 +17,7 @@ from .compare import GatePolicy, Reference, gate_message
 from .errors import GenerationError, LLMPerfWarning
 from .gate import Verdict
 from .harness import LLMHandle
+from .limits import check_load_arguments
 from .load import LoadResult, error_limit_message, gate_load, relative_label
 from .session import get_session
 from .suite import LOAD_POINTS_ATTR
@@ -151,6 +152,18 @@ class Load:
             pytest.skip(reason)
         self._calls += 1
         prompt_items = prompt_list(prompts)
+        # The same bounds as a YAML load: case, before any request (a ValueError fails the test).
+        check_load_arguments(
+            concurrency=concurrency,
+            rate=rate,
+            requests=requests,
+            duration=duration,
+            max_tokens=max_tokens,
+            warmup=warmup,
+            seed=seed,
+            temperature=temperature,
+            options=options,
+        )
         rates = _sweep(rate, "rate", float)
         concurrencies = _sweep(concurrency, "concurrency", int)
         if rate is None and concurrency is None:

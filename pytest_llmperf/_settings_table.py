@@ -15,11 +15,21 @@ from typing import Any
 from .bench import DEFAULT_MAX_ERROR_RATE
 from .gate import parse_tolerances
 from .judge import DEFAULT_JUDGE
+from .limits import (
+    MAX_BASELINE_KEEP,
+    MAX_JUDGE_REPEATS,
+    MAX_RUNS,
+    MAX_SECONDS,
+    MAX_WARMUP,
+    check_seconds,
+)
+from .numeric import parse_number
 from .options import parse_bool
 from .quality_gate import DEFAULT_MARGIN
 from .suite import packaged_suites, parse_suite_names
 
 __all__ = [
+    "ALPHA_RANGE",
     "DEFAULT_LOOKS",
     "DEFAULT_WARMUP",
     "FAIL_ON",
@@ -35,6 +45,10 @@ DEFAULT_WARMUP = 1
 FAIL_ON = ("both", "latency", "quality", "none")
 PROGRESS = ("auto", "on", "off")
 SLO_METRICS = ("ttft_s", "tpot_s", "e2e_s")
+#: ``--llm-alpha``'s range. Below 1e-6, the per-test level (alpha split across the session's
+#: comparisons and looks) reaches where 1 - level rounds to 1 in a float and no feasible number
+#: of samples can ever be significant; above 0.5 a "regression" is a coin toss.
+ALPHA_RANGE = (1e-6, 0.5)
 
 
 @dataclass(frozen=True)
@@ -51,14 +65,15 @@ class Setting:
         return "--" + self.name.replace("_", "-")
 
 
-def _count(minimum: int) -> Callable[[str], int]:
+def _count(minimum: int, maximum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
+        valid = f"expected a whole number >= {minimum} and <= {maximum}"
         try:
             value = int(text)
         except ValueError:
-            raise ValueError(f"expected a whole number >= {minimum}") from None
-        if value < minimum:
-            raise ValueError(f"expected a whole number >= {minimum}")
+            raise ValueError(valid) from None
+        if not minimum <= value <= maximum:
+            raise ValueError(valid)
         return value
 
     return parse
@@ -66,7 +81,7 @@ def _count(minimum: int) -> Callable[[str], int]:
 
 def _runs(text: str) -> int | None:
     """``auto`` (sequential looks) is ``None``; otherwise a fixed count."""
-    return None if text.lower() == "auto" else _count(1)(text)
+    return None if text.lower() == "auto" else _count(1, MAX_RUNS)(text)
 
 
 def _looks(text: str) -> tuple[int, ...]:
@@ -76,37 +91,36 @@ def _looks(text: str) -> tuple[int, ...]:
         raise ValueError("expected increasing sample counts, e.g. 10,20,40") from None
     if not looks or looks[0] < 3 or any(b <= a for a, b in pairwise(looks)):
         raise ValueError("expected increasing sample counts >= 3, e.g. 10,20,40")
+    if looks[-1] > MAX_RUNS:
+        raise ValueError(f"expected sample counts <= {MAX_RUNS}")
     return looks
 
 
-def _alpha(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError("expected a number between 0 and 0.5") from None
-    if not 0 < value <= 0.5:
-        raise ValueError("expected a number between 0 and 0.5")
-    return value
+def _ranged(low: float, high: float, valid: str) -> Callable[[str], float]:
+    """A number from ``low`` to ``high``; anything else (``nan`` and ``inf`` too) is refused
+    with ``valid``."""
+
+    def parse(text: str) -> float:
+        try:
+            return parse_number(text, what="value", low=low, high=high)
+        except ValueError:
+            raise ValueError(f"expected {valid}") from None
+
+    return parse
+
+
+_alpha = _ranged(*ALPHA_RANGE, f"a number from {ALPHA_RANGE[0]:g} to {ALPHA_RANGE[1]:g}")
+_RATE_VALID = "a fraction from 0 up to (not including) 1"
 
 
 def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError("expected a fraction from 0 up to (not including) 1") from None
-    if not 0 <= value < 1:
-        raise ValueError("expected a fraction from 0 up to (not including) 1")
+    value = _ranged(0.0, 1.0, _RATE_VALID)(text)
+    if value == 1.0:  # a rate of 1 would let every request fail
+        raise ValueError(f"expected {_RATE_VALID}")
     return value
 
 
-def _margin(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError("expected a number of points from 0 to 100") from None
-    if not 0 <= value <= 100:
-        raise ValueError("expected a number of points from 0 to 100")
-    return value
+_margin = _ranged(0.0, 100.0, "a number of points from 0 to 100")
 
 
 def parse_slo(text: str) -> dict[str, float]:
@@ -119,11 +133,11 @@ def parse_slo(text: str) -> dict[str, float]:
         if not sep or name not in SLO_METRICS:
             raise ValueError(f"expected METRIC=SECONDS with METRIC one of {', '.join(SLO_METRICS)}")
         try:
-            seconds = float(value)
+            seconds = check_seconds(float(value), what=name)
         except ValueError:
-            raise ValueError(f"{name}: expected a number of seconds > 0") from None
-        if not seconds > 0:
-            raise ValueError(f"{name}: expected a number of seconds > 0")
+            raise ValueError(
+                f"{name}: expected a number of seconds > 0 and <= {MAX_SECONDS:g}"
+            ) from None
         slo[name] = seconds
     return slo
 
@@ -159,7 +173,7 @@ SETTINGS = (
         "llm_warmup",
         f"untimed warm-up generations before each benchmark (default {DEFAULT_WARMUP})",
         DEFAULT_WARMUP,
-        _count(0),
+        _count(0, MAX_WARMUP),
         "N",
     ),
     Setting(
@@ -186,7 +200,7 @@ SETTINGS = (
         "llm_baseline_keep",
         "stored runs kept per benchmark and pooled as its baseline (default 3)",
         3,
-        _count(1),
+        _count(1, MAX_BASELINE_KEEP),
         "K",
     ),
     Setting(
@@ -284,7 +298,7 @@ SETTINGS = (
         "llm_judge_repeats",
         "judge each answer N times and report the mean score and its spread (default 1)",
         1,
-        _count(1),
+        _count(1, MAX_JUDGE_REPEATS),
         "N",
     ),
     Setting(

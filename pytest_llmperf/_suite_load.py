@@ -6,16 +6,27 @@ typo in a key must not turn into a check that silently never runs.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
+import regex
 
+from ._suite_yaml import SuiteError, _Map, read_yaml
 from .bench import METRICS
 from .gate import DIRECTIONS, parse_tolerances
+from .limits import (
+    MAX_RUNS,
+    MAX_SEED,
+    MAX_TOKENS,
+    MAX_WARMUP,
+    TEMPERATURE_RANGE,
+    check_options,
+)
+from .numeric import MAX_COUNT
 
 if TYPE_CHECKING:
     from ._suite_serving import LoadSpec
@@ -41,14 +52,8 @@ _SCHEMA_KEYWORDS = ("type", "properties", "required", "enum", "items", "addition
 _SCHEMA_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 #: ``llm_bench`` keywords: an option with one of these names would collide with them.
 _BENCH_ARGS = ("prompt", "max_tokens", "runs", "warmup", "name", "temperature", "seed")
-
-
-class SuiteError(ValueError):
-    """A suite file is malformed; ``line`` is 1-based, 0 when unknown."""
-
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(message)
-        self.line = line
+#: ``regex`` patterns, compiled by the ``regex`` package: its search takes a timeout.
+Pattern = Any  # regex.Pattern[str]; the package has no type hints
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ class Expect:
 
     contains: tuple[str, ...] = ()
     not_contains: tuple[str, ...] = ()
-    regex: tuple[re.Pattern[str], ...] = ()
+    regex: tuple[Pattern, ...] = ()
     json: bool = False
     json_schema: dict[str, Any] | None = None
     max_chars: int | None = None
@@ -100,35 +105,6 @@ class Case:
     description: str | None = None
     #: ``llm_load``'s arguments: the case runs it instead of ``llm_bench``.
     load: LoadSpec | None = None
-
-
-class _Map(dict[str, Any]):
-    """A YAML mapping that remembers its line and the line of each key."""
-
-    def __init__(
-        self, items: Mapping[str, Any] = {}, line: int = 0, key_lines: Mapping[str, int] = {}
-    ) -> None:
-        super().__init__(items)
-        self.line = line
-        self.key_lines = dict(key_lines)
-
-
-class _Loader(yaml.SafeLoader):
-    """``yaml.safe_load`` plus line numbers on mappings and an error on duplicate keys."""
-
-
-def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Iterator[_Map]:
-    data = _Map(line=node.start_mark.line + 1)
-    yield data
-    for key_node, _ in node.value:
-        if isinstance(key_node, yaml.ScalarNode) and key_node.value != "<<":
-            if key_node.value in data.key_lines:
-                raise SuiteError(key_node.start_mark.line + 1, f"duplicate key {key_node.value!r}")
-            data.key_lines[key_node.value] = key_node.start_mark.line + 1
-    data.update({str(k): v for k, v in loader.construct_mapping(node).items()})
-
-
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 
 
 def _plain(value: Any) -> Any:
@@ -174,10 +150,16 @@ def _str(value: Any, line: int) -> str:
     return value
 
 
-def _int(minimum: int) -> Callable[[Any, int], int]:
+class _TooLarge(SuiteError):
+    """A value of the right kind beyond its upper bound; the message names the bound."""
+
+
+def _int(minimum: int, maximum: int = MAX_COUNT) -> Callable[[Any, int], int]:
     def parse(value: Any, line: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise SuiteError(line, f"expected a whole number >= {minimum}, not {value!r}")
+        if value > maximum:
+            raise _TooLarge(line, f"{value} is too large (at most {maximum})")
         return value
 
     return parse
@@ -185,7 +167,12 @@ def _int(minimum: int) -> Callable[[Any, int], int]:
 
 def _number(lo: float, hi: float) -> Callable[[Any, int], float]:
     def parse(value: Any, line: int) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not lo <= value <= hi
+        ):
             raise SuiteError(line, f"expected a number from {lo:g} to {hi:g}, not {value!r}")
         return float(value)
 
@@ -193,7 +180,7 @@ def _number(lo: float, hi: float) -> Callable[[Any, int], float]:
 
 
 def _seed(value: Any, line: int) -> int | None:
-    return None if value is None else _int(0)(value, line)
+    return None if value is None else _int(0, MAX_SEED)(value, line)
 
 
 def _strings(value: Any, line: int) -> tuple[str, ...]:
@@ -221,6 +208,11 @@ def _options(value: Any, line: int) -> dict[str, Any]:
     clash = sorted(set(options) & set(_BENCH_ARGS))
     if clash:
         raise SuiteError(line, f"options {clash} are case keys; set them on the case")
+    for key, option in options.items():
+        try:
+            check_options({key: option}, what="options:")
+        except ValueError as exc:
+            raise SuiteError(_line(options, key), str(exc)) from None
     result: dict[str, Any] = _plain(options)
     return result
 
@@ -228,12 +220,12 @@ def _options(value: Any, line: int) -> dict[str, Any]:
 def _expect(value: Any, line: int) -> Expect:
     m = _mapping(value, line, "expect")
     _keys(m, tuple(Expect.__dataclass_fields__), "expect: ")
-    flags = re.IGNORECASE if m.get("ignore_case") else 0
+    flags = regex.IGNORECASE if m.get("ignore_case") else 0
     patterns = []
     for text in _strings(m["regex"], _line(m, "regex")) if "regex" in m else ():
         try:
-            patterns.append(re.compile(text, flags))
-        except re.error as exc:
+            patterns.append(regex.compile(text, flags))
+        except regex.error as exc:
             raise SuiteError(_line(m, "regex"), f"regex {text!r}: {exc}") from None
     schema = m.get("json_schema")
     if schema is not None:
@@ -314,11 +306,11 @@ _FIELDS: dict[str, Callable[[Any, int], Any]] = {
     "description": _str,
     "prompt": _str,
     "messages": _messages,
-    "max_tokens": _int(1),
-    "temperature": _number(0, float("inf")),
+    "max_tokens": _int(1, MAX_TOKENS),
+    "temperature": _number(*TEMPERATURE_RANGE),
     "seed": _seed,
-    "runs": _int(1),
-    "warmup": _int(0),
+    "runs": _int(1, MAX_RUNS),
+    "warmup": _int(0, MAX_WARMUP),
     "options": _options,
     "expect": _expect,
     "budgets": _budgets,
@@ -337,16 +329,7 @@ _MERGED = ("options", "expect", "budgets", "load")
 
 
 def load_suite(path: Path) -> list[Case]:
-    try:
-        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "unreadable"
-        if exc.problem and exc.context and exc.context_mark:
-            problem += f" ({exc.context} at line {exc.context_mark.line + 1})"
-        raise SuiteError(mark.line + 1 if mark else 0, f"invalid YAML: {problem}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SuiteError(0, f"cannot read the suite: {exc}") from None
+    doc = read_yaml(path)
     if doc is None:
         raise SuiteError(0, "empty suite file: expected a mapping with a 'cases' list")
     top = _mapping(doc, 1, "a suite file")

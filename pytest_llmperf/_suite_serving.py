@@ -13,7 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._suite_load import SuiteError, _int, _line, _Map, _mapping, _messages, _str
+from ._suite_load import SuiteError, _int, _line, _mapping, _messages, _str, _TooLarge
+from ._suite_yaml import _Map
+from .limits import (
+    MAX_CONCURRENCY,
+    MAX_DURATION_S,
+    MAX_RATE,
+    MAX_REQUESTS,
+    MAX_SEED,
+    MAX_TOKENS,
+    MAX_WARMUP,
+)
 
 __all__ = ["BENCH_ONLY_KEYS", "LOAD_KEYS", "LoadSpec", "load_case_fields", "parse_load"]
 
@@ -89,6 +99,8 @@ def _sweep(
     if not isinstance(value, list):
         try:
             return parse(value, line)
+        except _TooLarge:
+            raise
         except SuiteError:
             raise SuiteError(line, f"expected {what} or a list of them, not {value!r}") from None
     if not value:
@@ -97,6 +109,8 @@ def _sweep(
     for item in value:
         try:
             items.append(parse(item, line))
+        except _TooLarge:
+            raise
         except SuiteError:
             raise SuiteError(line, f"expected {what} in the list, not {item!r}") from None
     repeated = sorted({v for v in items if items.count(v) > 1})
@@ -116,25 +130,32 @@ def _prompts(value: Any, line: int) -> tuple[str | list[dict[str, str]], ...]:
     return tuple(out)
 
 
+def _positive(maximum: float, what: str) -> Callable[[Any, int], float]:
+    def parse(value: Any, line: int) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SuiteError(line, f"expected {what}, not {value!r}")
+        if not math.isfinite(value) or not value > 0:
+            raise SuiteError(line, f"expected {what}, not {value!r}")
+        if value > maximum:
+            raise _TooLarge(line, f"{value!r} is too large (at most {maximum:g})")
+        number: float = value  # as written (2 stays 2), like the same number in a Python test
+        return number
+
+    return parse
+
+
 _PARSERS: dict[str, Callable[[Any, int], Any]] = {
     "prompts": _prompts,
-    "concurrency": lambda v, line: _sweep(v, line, _int(1), "a whole number >= 1"),
-    "rate": lambda v, line: _sweep(v, line, _positive, "a number of requests/s > 0"),
-    "requests": _int(1),
-    "duration": lambda v, line: _positive(v, line, "a number of seconds > 0"),
-    "max_tokens": _int(1),
-    "warmup": _int(0),
-    "seed": _int(0),
+    "concurrency": lambda v, line: _sweep(v, line, _int(1, MAX_CONCURRENCY), "a whole number >= 1"),
+    "rate": lambda v, line: _sweep(
+        v, line, _positive(MAX_RATE, "a number of requests/s > 0"), "a number of requests/s > 0"
+    ),
+    "requests": _int(1, MAX_REQUESTS),
+    "duration": _positive(MAX_DURATION_S, "a number of seconds > 0"),
+    "max_tokens": _int(1, MAX_TOKENS),
+    "warmup": _int(0, MAX_WARMUP),
+    "seed": _int(0, MAX_SEED),
 }
-
-
-def _positive(value: Any, line: int, what: str = "a number > 0") -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SuiteError(line, f"expected {what}, not {value!r}")
-    if not math.isfinite(value) or not value > 0:
-        raise SuiteError(line, f"expected {what}, not {value!r}")
-    number: float = value  # as written (2 stays 2), like the same number in a Python test
-    return number
 
 
 def parse_load(value: Any, line: int) -> LoadSpec:

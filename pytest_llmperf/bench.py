@@ -19,6 +19,7 @@ from typing import Any
 from .backends import Prompt
 from .errors import GenerationError, TransientError
 from .harness import SCALAR_METRICS, Generation, LLMHandle, metric_values
+from .limits import check_bench_arguments
 from .prices import Price
 from .stats import Summary, summarize
 
@@ -60,10 +61,14 @@ class RequestErrors:
                 f"than --llm-max-error-rate={self.max_rate:g} allows; the samples left would "
                 f"be survivors, not the server's latency. Last error: {exc}"
             ) from exc
-        if exc.retry_after is not None:
-            delay = min(max(exc.retry_after, 0.0), _RETRY_AFTER_CAP_S)
+        hint = exc.retry_after
+        # A server's hint is data from the network: clamped, and a NaN (which would make
+        # sleep() raise) is no hint at all.
+        if hint is not None and not math.isnan(hint):
+            delay = min(max(hint, 0.0), _RETRY_AFTER_CAP_S)
         else:
-            delay = min(_BACKOFF_BASE_S * 2 ** (consecutive - 1), _BACKOFF_CAP_S)
+            # The exponent is capped too: 2**10000 does not fit in a float.
+            delay = min(_BACKOFF_BASE_S * 2 ** min(consecutive - 1, 16), _BACKOFF_CAP_S)
         self.sleep(delay)
 
     def describe(self) -> str:
@@ -174,6 +179,16 @@ class Workload:
     temperature: float = 0.0
     seed: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Checked before anything runs: max_tokens=10**12 or temperature=inf would otherwise
+        # reach the backend (an allocation per token, a sampler that means nothing).
+        check_bench_arguments(
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            seed=self.seed,
+            options=self.options,
+        )
 
     def run(self, handle: LLMHandle, errors: RequestErrors | None = None) -> Generation:
         """One first-try generation. With ``errors``, transient failures are counted there

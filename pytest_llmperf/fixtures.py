@@ -15,6 +15,7 @@ from .compare import GatePolicy, gate_message, run_benchmark
 from .errors import LLMPerfWarning
 from .gate import Verdict, parse_tolerances
 from .harness import LLMHandle
+from .limits import MAX_RUNS, MAX_WARMUP, check_count
 from .load import LoadResult
 from .session import get_session
 
@@ -78,10 +79,10 @@ class Bench:
         settings = self._session.settings
         runs = self.defaults["runs"] if runs is None else runs
         warmup = self.defaults["warmup"] if warmup is None else warmup
-        if (runs is not None and int(runs) < 1) or int(warmup) < 0:
-            raise ValueError(
-                f"runs must be >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup})"
-            )
+        # The bounds a YAML suite and llm_load use too (limits.py): a ValueError fails the test.
+        if runs is not None:
+            runs = check_count(runs, what="runs", low=1, high=MAX_RUNS)
+        warmup = check_count(warmup, what="warmup", low=0, high=MAX_WARMUP)
         name = name if name is not None else ("" if self._calls == 1 else f"call{self._calls}")
         workload = Workload(
             prompt,

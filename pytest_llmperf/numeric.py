@@ -190,5 +190,8 @@ def json_loads(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
 
 
 def _show(value: object) -> str:
+    if isinstance(value, int) and value.bit_length() > 128:
+        # repr() of an int past 4300 digits raises ValueError; its size is what matters.
+        return f"a {int(value.bit_length() * math.log10(2)) + 1}-digit number"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."

@@ -11,10 +11,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import SpecError
+from .limits import MAX_SECONDS, SAMPLING_RANGES
+from .numeric import parse_number
 from .spec import LLMSpec
 
 __all__ = ["Option", "parse_bool", "resolve_options"]
 
+#: Upper bounds where an option declares none. Every float option of the backends is seconds
+#: (timeouts, deadlines: a day is plenty, and keeps timers below ``threading.TIMEOUT_MAX``) or a
+#: fraction; every int option (context, batch, threads, layers, seeds, bits) fits a C int.
+FLOAT_MAXIMUM = MAX_SECONDS
+INT_MAXIMUM = 2**31 - 1
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -38,8 +45,12 @@ class Option:
     help: str
     minimum: float | None = None
     choices: Sequence[str] | None = None
+    #: None: :data:`FLOAT_MAXIMUM` or :data:`INT_MAXIMUM` (or a sampling parameter's range).
+    maximum: float | None = None
 
     def convert(self, text: str) -> Any:
+        if self.type in (int, float):
+            return self._number(text)
         parse: Callable[[str], Any] = parse_bool if self.type is bool else self.type
         try:
             value = parse(text)
@@ -47,13 +58,38 @@ class Option:
             raise ValueError(f"expected {self.type.__name__}: {exc}") from None
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"expected one of {', '.join(self.choices)}")
-        if self.minimum is not None and value < self.minimum:
-            raise ValueError(f"must be >= {self.minimum:g}")
         return value
+
+    def _number(self, text: str) -> int | float:
+        """A finite number in range: ``nan``, ``inf`` and ``1e999`` are refused, since a
+        timeout or deadline of NaN or infinity means none at all."""
+        low, high = self.minimum, self.maximum
+        if self.name in SAMPLING_RANGES:
+            low = SAMPLING_RANGES[self.name][0] if low is None else low
+            high = SAMPLING_RANGES[self.name][1] if high is None else high
+        if high is None:
+            high = INT_MAXIMUM if self.type is int else FLOAT_MAXIMUM
+        bounds = f"<= {_show(high)}" if low is None else f">= {_show(low)} and <= {_show(high)}"
+        try:
+            value = parse_number(text, what=self.name, integer=self.type is int)
+        except ValueError as exc:
+            # "timeout: nan is not a finite number" -> "nan is not a finite number; must be..."
+            reason = str(exc).removeprefix(f"{self.name}: ")
+            if reason.startswith("expected"):
+                reason = f"expected {self.type.__name__}"
+            raise ValueError(f"{reason}; must be {bounds}") from None
+        if not (low is None or value >= low) or not value <= high:
+            raise ValueError(f"must be {bounds}")
+        return int(value) if self.type is int else value
 
     def describe(self) -> str:
         kind = "|".join(self.choices) if self.choices else self.type.__name__
         return f"{self.name}={kind} (default {self.default!r}): {self.help}"
+
+
+def _show(bound: float) -> str:
+    """2147483647, not 2.14748e+09: a bound is quoted so it can be typed back."""
+    return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
 
 
 def resolve_options(spec: LLMSpec, declared: Sequence[Option]) -> Mapping[str, Any]:

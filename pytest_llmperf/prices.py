@@ -8,7 +8,6 @@ base URL. Local engines (llamacpp, hf) have no per-token price and show no cost.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from importlib import resources
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SpecError
+from .numeric import check_finite, json_loads
 from .spec import LLMSpec
 
 __all__ = ["Price", "PriceTable", "load_prices"]
@@ -62,28 +62,41 @@ def _parse(doc: Any, source: str) -> dict[str, Price]:
     out = {}
     for key, entry in doc["prices"].items():
         ok = isinstance(entry, dict) and set(entry) >= {"input", "output"}
-        values = [entry.get("input"), entry.get("output")] if ok else []
-        if not ok or not all(isinstance(v, int | float) and v >= 0 for v in values):
+        try:
+            if not ok:
+                raise ValueError("missing input or output")
+            # Finite, so a cost is never inf or NaN (json_loads already refuses Infinity).
+            input_, output = (
+                check_finite(entry[side], what=side, low=0.0) for side in ("input", "output")
+            )
+        except ValueError:
             raise SpecError(
                 f"{source}: price {key!r} must be "
-                '{"input": USD per 1M tokens, "output": USD per 1M tokens}, both >= 0; '
-                f"got {entry!r}"
-            )
-        out[key] = Price(float(entry["input"]), float(entry["output"]), key, source)
+                '{"input": USD per 1M tokens, "output": USD per 1M tokens}, both >= 0 '
+                f"and finite; got {_cut(entry)}"
+            ) from None
+        out[key] = Price(input_, output, key, source)
     return out
+
+
+def _cut(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def load_prices(override: Path | None = None) -> PriceTable:
     """The built-in table, with ``override``'s entries on top. Raises :class:`SpecError` on a
     missing or malformed file."""
     builtin = resources.files("pytest_llmperf").joinpath("data/prices.json")
-    entries = _parse(json.loads(builtin.read_text(encoding="utf-8")), "built-in prices.json")
+    entries = _parse(json_loads(builtin.read_text(encoding="utf-8")), "built-in prices.json")
     if override is not None:
         try:
-            doc = json.loads(override.read_text(encoding="utf-8"))
+            doc = json_loads(override.read_text(encoding="utf-8"))
         except OSError as exc:
             raise SpecError(f"price file {override}: {exc.strerror or exc}") from None
-        except json.JSONDecodeError as exc:
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"price file {override}: not UTF-8 text ({exc.reason})") from None
+        except ValueError as exc:  # JSONDecodeError, NaN, 10**400, nesting too deep
             raise SpecError(f"price file {override}: not valid JSON ({exc})") from None
         entries.update(_parse(doc, str(override)))
     return PriceTable(entries)

@@ -68,6 +68,15 @@ def parse_spec(text: str, source: str = "--llm") -> LLMSpec:
     raw = text
     text = text.strip()
     where = f"{source}={raw!r}"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # Undecodable bytes in argv or the environment arrive as lone surrogates ("\udcff");
+        # no baseline file name or results file can hold them, so they stop here.
+        raise SpecError(
+            f"{where}: {text[exc.start]!r} at position {exc.start + 1} is not text "
+            "(undecodable bytes, not UTF-8); give the spec as UTF-8 text"
+        ) from None
     kind, sep, rest = text.partition(":")
     kind = kind.strip().lower()
     if not sep:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._suite_load import Budget, Case, Expect, SuiteError, load_suite
+from ._suite_load import Budget, Case, Expect, Pattern, SuiteError, load_suite
 from .errors import LLMPerfError
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOAD_POINTS_ATTR",
+    "REGEX_TIMEOUT_S",
     "SUFFIXES",
     "SuiteFile",
     "budget_failures",
@@ -47,6 +48,9 @@ _CASE_ATTR = "_llmperf_case"
 #: On a load case's function: its sweep points, known at collection (see ``_load_call``).
 LOAD_POINTS_ATTR = "_llmperf_load_points"
 _EXCERPT = 160
+#: Seconds one ``expect: regex`` search may take on one generation: a pattern that backtracks
+#: catastrophically (``(a|a)+$`` on "aaa...!") would otherwise hang the test for ever.
+REGEX_TIMEOUT_S = 1.0
 
 
 def packaged_suites() -> dict[str, Path]:
@@ -241,8 +245,18 @@ def _substring(needle: str, fold: Callable[[str], str], wanted: bool) -> _Check:
     return check
 
 
-def _regex(pattern: re.Pattern[str]) -> _Check:
-    return lambda text: None if pattern.search(text) else "no match"
+def _regex(pattern: Pattern) -> _Check:
+    def check(text: str) -> str | None:
+        try:
+            found = pattern.search(text, timeout=REGEX_TIMEOUT_S)
+        except TimeoutError:
+            return (
+                f"no answer within {REGEX_TIMEOUT_S:g} s: the pattern backtracks "
+                "catastrophically on this text; simplify it (nested repeats such as (a+)+)"
+            )
+        return None if found else "no match"
+
+    return check
 
 
 def _text_checks(expect: Expect) -> list[tuple[str, _Check]]:
@@ -278,18 +292,26 @@ def expect_failures(expect: Expect, texts: Sequence[str]) -> list[str]:
     return failures
 
 
-def _json_problem(text: str) -> str | None:
+def _parse_json(text: str) -> tuple[Any, str | None]:
+    """The generated text as JSON, or why it is not: a generation is untrusted input, and
+    json.loads raises more than JSONDecodeError on it (deep nesting, 5000-digit numbers)."""
     try:
-        json.loads(_json_text(text))
+        return json.loads(_json_text(text)), None
     except json.JSONDecodeError as exc:
-        return f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-    return None
+        return None, f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    except RecursionError:
+        return None, "not JSON this check can read: nested too deeply"
+    except ValueError as exc:  # int() of too many digits
+        return None, f"not JSON this check can read: {exc}"
+
+
+def _json_problem(text: str) -> str | None:
+    return _parse_json(text)[1]
 
 
 def _schema_text_problem(text: str, schema: dict[str, Any]) -> str | None:
-    try:
-        value = json.loads(_json_text(text))
-    except json.JSONDecodeError:
+    value, problem = _parse_json(text)
+    if problem is not None:
         return "not JSON"  # already reported by the json check
     return schema_problem(value, schema)
 

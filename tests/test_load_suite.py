@@ -248,7 +248,10 @@ CASE = "cases:\n  - id: a\n    prompt: p\n"
             "x.llmsuite.yaml:4: case 'a': load: rate: expected a number of requests/s > 0 or a "
             "list of them, not 0",
         ),
-        (CASE + "    load: {rate: .inf}\n", "*load: rate: expected a number of requests/s > 0*"),
+        (
+            CASE + "    load: {rate: .inf}\n",
+            "x.llmsuite.yaml:4: '.inf' is inf: no key of a suite takes NaN or infinity",
+        ),
         (
             CASE + "    load:\n      duration: -5\n",
             "x.llmsuite.yaml:5: case 'a': load: duration: expected a number of seconds > 0, not -5",

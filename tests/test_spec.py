@@ -4,6 +4,7 @@ import doctest
 
 import pytest
 
+from pytest_llmperf import limits as limits_module
 from pytest_llmperf import spec as spec_module
 from pytest_llmperf import stats as stats_module
 from pytest_llmperf.errors import SpecError
@@ -12,7 +13,7 @@ from pytest_llmperf.spec import parse_spec
 
 
 def test_docstring_examples_hold():
-    for module in (spec_module, stats_module):
+    for module in (spec_module, stats_module, limits_module):
         failed, attempted = doctest.testmod(module)
         assert attempted > 0
         assert failed == 0

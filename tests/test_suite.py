@@ -340,7 +340,7 @@ def test_every_failed_check_of_a_case_is_reported_together(fake):
         ),
         (
             "cases:\n  - id: a\n    prompt: p\n    expect: {regex: '(unclosed'}\n",
-            "x.llmsuite.yaml:4: case 'a': expect: regex '(unclosed': missing ), unterminated*",
+            "x.llmsuite.yaml:4: case 'a': expect: regex '(unclosed': missing ) at position 9",
         ),
         (
             "cases:\n  - id: a\n    prompt: p\n    expect:\n      json_schema: {minimum: 3}\n",
@@ -477,7 +477,12 @@ def test_baselines_are_saved_and_compared_for_yaml_cases(fake):
     saved.assert_outcomes(passed=1)
     [path] = (fake.path / "baselines").glob("*.json")
     assert list(json.loads(path.read_text())["benchmarks"]) == ["cases.llmsuite.yaml::yml[fake:m]"]
-    fake.runpytest("--llm=fake:m", "--llm-json=out.json", "--llm-runs=5").assert_outcomes(passed=1)
+    # Report only: microsecond latencies on a busy machine may well "regress"; what is tested
+    # is that the YAML case was compared with its stored baseline, not the verdict.
+    compared = fake.runpytest(
+        "--llm=fake:m", "--llm-json=out.json", "--llm-runs=5", "--llm-fail-on=none"
+    )
+    compared.assert_outcomes(passed=1)
     [result] = results(fake)
     assert result["gate"] is not None
     assert result["gate"]["mode"] == "stored"
