@@ -15,13 +15,29 @@ from itertools import pairwise
 from typing import Any
 
 from .backends import Backend, Chunk, Prompt, Request, Usage
+from .errors import GenerationError
+from .numeric import MAX_COUNT, check_finite
 
 try:
     import resource
 except ImportError:  # Windows
     resource = None  # type: ignore[assignment]
 
-__all__ = ["SCALAR_METRICS", "Generation", "LLMHandle", "measure", "metric_values", "spread_tokens"]
+__all__ = [
+    "MAX_OUTPUT_TOKENS",
+    "SCALAR_METRICS",
+    "Generation",
+    "LLMHandle",
+    "measure",
+    "metric_values",
+    "spread_tokens",
+    "token_count",
+]
+
+#: Most output tokens one generation may report. The longest answers models write today are
+#: ~128k tokens; a count past this is a server's error, not a measurement, and ITL holds one
+#: gap per output token, so it also bounds what one generation may allocate (8 MiB).
+MAX_OUTPUT_TOKENS = 2**20
 
 #: Per-generation metrics that are summarised across runs (``itl_s`` is pooled separately).
 SCALAR_METRICS = (
@@ -100,10 +116,59 @@ def spread_tokens(events: Sequence[tuple[int, int]], total: int) -> list[tuple[i
     return scaled
 
 
+def token_count(value: object, *, what: str, high: int = MAX_OUTPUT_TOKENS) -> int:
+    """``value`` as a token count (a whole number from 0 to ``high``), or ValueError saying
+    ``what`` was wrong: counts come from servers and third-party backends.
+
+    >>> token_count(3, what="output_tokens")
+    3
+    >>> token_count(-5, what="output_tokens")
+    Traceback (most recent call last):
+    ...
+    ValueError: output_tokens=-5 is not a token count (a whole number from 0 to at most 1048576)
+    """
+    # bool is an int to Python, never a count; float 3.0 is not what a tokenizer returns.
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        shown = repr(value) if not isinstance(value, int) or value < 10**20 else f"{value:.3g}"
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise ValueError(
+            f"{what}={shown} is not a token count (a whole number from 0 to at most {high})"
+        )
+    return value
+
+
+def _checked(items: Sequence[Chunk | Usage]) -> None:
+    """Refuse what no stream can truthfully hold, before anything is derived from it."""
+    total = 0
+    for item in items:
+        if isinstance(item, Usage):
+            if item.prompt_tokens is not None:
+                token_count(item.prompt_tokens, what="prompt_tokens", high=MAX_COUNT)
+            if item.output_tokens is not None:
+                token_count(item.output_tokens, what="output_tokens")
+            for name in ("server_latency_s", "accelerator_peak_mb"):
+                value = getattr(item, name)
+                if value is not None:
+                    check_finite(value, what=name, low=0.0)
+            continue
+        if not isinstance(item.text, str):
+            raise ValueError(f"chunk text is {item.text!r:.40}, not a string")
+        total += token_count(item.tokens, what="chunk tokens")
+    token_count(total, what="chunk tokens in all")
+
+
 def derive(
     t0: int, t_end: int, stamps: Sequence[int], items: Sequence[Chunk | Usage], cpu_ns: int
 ) -> Generation:
-    """Turn raw timestamps (ns) and stream items into a :class:`Generation`."""
+    """Turn raw timestamps (ns) and stream items into a :class:`Generation`.
+
+    Raises :class:`~pytest_llmperf.errors.GenerationError` for counts or text no generation can
+    have (``output_tokens=-5``, ``10**12``, a number as text): a wrong sample is worse than none.
+    """
+    try:
+        _checked(items)
+    except ValueError as exc:
+        raise GenerationError(f"the backend reported {exc}") from exc
     usage: Usage | None = None
     texts: list[str] = []
     ttft_ns: int | None = None

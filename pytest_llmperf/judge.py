@@ -3,9 +3,11 @@ grading, reference-guided when a reference answer is given).
 
 A rating maps to a 0-100 score as ``(rating - 1) / 9 * 100``. The judge is asked for
 ``{"rating": int, "reason": str}`` at temperature 0, with a JSON response format where the backend
-takes one; its answer is parsed strictly (exactly one JSON object with exactly those keys, the
-rating an integer 1-10). An unparseable answer is asked again, up to :data:`MAX_ATTEMPTS` in all,
-then :class:`~pytest_llmperf.errors.JudgeError` carries the raw answers: a score is never guessed.
+takes one; its answer is parsed strictly (exactly one JSON object with exactly those keys, each
+once, the rating an integer 1-10, and nothing JSON itself would not hold: no NaN, no integer
+beyond 2**53, no nesting deeper than 64). An unparseable answer is asked again, up to
+:data:`MAX_ATTEMPTS` in all, then :class:`~pytest_llmperf.errors.JudgeError` carries the raw
+answers: a score is never guessed.
 
 The question, reference and answer reach the judge as data between markers that carry a random
 one-time code, and runs of ``<<<`` / ``>>>`` inside them are defused, so judged text cannot close
@@ -29,8 +31,10 @@ from typing import Any
 from .backends import Chunk, Message, Prompt, Request
 from .errors import JudgeError, LLMPerfError, LLMPerfWarning, TransientError
 from .harness import LLMHandle
+from .numeric import json_loads
 from .redact import redact
 from .results import write_json_atomic
+from .retry_after import retry_delay
 
 __all__ = [
     "DEFAULT_JUDGE",
@@ -140,17 +144,47 @@ class UnparseableVerdict(ValueError):
     """The judge's answer is not exactly one valid verdict; the message says why."""
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A plain dict keeps the last of two "rating" keys: a judge that copies the judged answer
+    # into its reason could then be steered to any score.
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise UnparseableVerdict(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _bounded_int(text: str) -> int:
+    # Before int(): converting a 100k-digit string is itself slow (json_loads says the same).
+    if len(text.lstrip("-")) > 16:
+        raise UnparseableVerdict(f"integer {text[:20]}... is too large")
+    return int(text)
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_int=_bounded_int)
+
+
 def _objects(text: str) -> list[Any]:
-    """Every top-level JSON object in ``text`` (prose and code fences around them ignored)."""
-    decoder = json.JSONDecoder()
+    """Every top-level JSON object in ``text`` (prose and code fences around them ignored).
+
+    Each is held to :func:`~pytest_llmperf.numeric.json_loads`'s rules as well; what breaks
+    them (a duplicate key, a huge number, deep nesting, NaN) is an unparseable answer, which
+    the judge is asked again for, never an exception out of the parser."""
     found: list[Any] = []
     i = text.find("{")
     while i != -1:
         try:
-            value, end = decoder.raw_decode(text, i)
+            value, end = _DECODER.raw_decode(text, i)
         except json.JSONDecodeError:
             i = text.find("{", i + 1)
             continue
+        except RecursionError:
+            raise UnparseableVerdict("the answer is nested too deep to be a verdict") from None
+        try:
+            json_loads(text[i:end])
+        except ValueError as exc:
+            raise UnparseableVerdict(f"not a verdict: {exc}") from None
         found.append(value)
         i = text.find("{", end)
     return found
@@ -291,8 +325,10 @@ class Judge:
                 answer = self._ask(messages)
             except TransientError as exc:
                 problems.append(f"attempt {attempt}: {exc}")
-                if attempt < MAX_ATTEMPTS and exc.retry_after:
-                    time.sleep(min(exc.retry_after, MAX_RETRY_WAIT_S))
+                # Any backend's hint, held to the same rules: no nan, negative or endless sleep.
+                delay = retry_delay(exc.retry_after, cap=MAX_RETRY_WAIT_S)
+                if attempt < MAX_ATTEMPTS and delay:
+                    time.sleep(delay)
                 continue
             except LLMPerfError as exc:
                 raise JudgeError(
@@ -323,7 +359,7 @@ class Judge:
         if self.cache_dir is None:
             return None
         try:
-            entry = json.loads((self.cache_dir / f"{key}.json").read_text(encoding="utf-8"))
+            entry = json_loads((self.cache_dir / f"{key}.json").read_text(encoding="utf-8"))
             # The same rules as a fresh answer, so a corrupt entry never yields a score.
             rating, reason = parse_verdict(json.dumps({k: entry[k] for k in ("rating", "reason")}))
             raw = entry["raw"]

@@ -7,8 +7,9 @@ through :func:`redact` before any file is written. Three nets, because one is ne
 - values of keys whose *name* says secret (``api_key``, ``authorization``,
   ``aws_secret_access_key``, ``password``, ``token`` ...), whatever their value;
 - every string is scrubbed of the *values* of secret-looking environment variables
-  (``OPENAI_API_KEY``, ``AWS_SECRET_ACCESS_KEY``, ``*_TOKEN`` ...) and of the AWS keys in the
-  shared credentials file;
+  (``OPENAI_API_KEY``, ``AWS_SECRET_ACCESS_KEY``, ``*_TOKEN`` ...), of every variable a spec
+  names as holding a key (``?api_key_env=MYCORP_LLM_KEY``: :func:`register_spec_variables`),
+  and of the AWS keys in the shared credentials and config files;
 - shapes that are secrets wherever they appear: ``Authorization: Bearer ...``, ``sk-...`` keys,
   AWS access key ids, ``user:password@`` in URLs, ``api_key=...`` in query strings.
 """
@@ -18,10 +19,18 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["MASK", "redact", "redact_text", "secret_values"]
+__all__ = [
+    "MASK",
+    "redact",
+    "redact_text",
+    "register_spec_variables",
+    "register_variable",
+    "secret_values",
+]
 
 MASK = "***"
 
@@ -59,14 +68,41 @@ _PATTERNS = (
 )
 
 
+# Variables that specs named as holding credentials. Process-wide, because an error's text is
+# redacted where pytest prints it (LLMPerfError.__str__), far from the backend that knows which
+# variable holds its key. It holds names only, never values (those are read from the
+# environment at each redaction, so a key set or rotated later is masked too), and it grows
+# only by what the session's specs name.
+_NAMED_VARIABLES: set[str] = set()
+_NAMED_LOCK = threading.Lock()
+
+
+def register_variable(name: str) -> None:
+    """Mask the value of environment variable ``name`` from now on, whatever it is called."""
+    with _NAMED_LOCK:
+        _NAMED_VARIABLES.add(name)
+
+
+def register_spec_variables(options: Mapping[str, object]) -> None:
+    """Register every variable a backend's options name: each ``*_env`` option (``api_key_env``)
+    names the environment variable holding a secret. Backends call this when constructed."""
+    for key, value in options.items():
+        if key.endswith("_env") and isinstance(value, str) and value:
+            register_variable(value)
+
+
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Values worth masking wherever they appear: secret-named environment variables and the
-    AWS credentials of the active profile (read without any network call)."""
+    """Values worth masking wherever they appear: secret-named environment variables, those
+    that specs named (:func:`register_variable`) and the AWS credentials in the shared
+    credentials and config files (read without any network call)."""
     env = os.environ if environ is None else environ
+    with _NAMED_LOCK:
+        named = frozenset(_NAMED_VARIABLES)
     values = {
         v
         for k, v in env.items()
-        if (_is_secret_name(k) or k.upper() in _SECRET_VARIABLES) and len(v) >= _MIN_SECRET_LEN
+        if (_is_secret_name(k) or k.upper() in _SECRET_VARIABLES or k in named)
+        and len(v) >= _MIN_SECRET_LEN
     }
     values |= _aws_profile_secrets(env)
     # Longest first, so a value containing another is masked whole.
@@ -74,20 +110,24 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 def _aws_profile_secrets(env: Mapping[str, str]) -> set[str]:
-    # The shared credentials file only: botocore's full chain would ask the instance metadata
-    # service over the network.
-    path = env.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.expanduser("~/.aws/credentials")
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        parser.read(path, encoding="utf-8")
-    except (OSError, configparser.Error, UnicodeDecodeError):
-        return set()
+    # The files only, every profile in them (``?profile=`` picks any): botocore's full chain
+    # would ask the instance metadata service over the network. Keys may sit in either file.
+    paths = (
+        env.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.expanduser("~/.aws/credentials"),
+        env.get("AWS_CONFIG_FILE") or os.path.expanduser("~/.aws/config"),
+    )
     found: set[str] = set()
-    for section in parser.sections():
-        for key, value in parser.items(section):
-            secret = _SECRET_NAME.search(key) or key == "aws_access_key_id"
-            if secret and len(value) >= _MIN_SECRET_LEN:
-                found.add(value)
+    for path in paths:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read(path, encoding="utf-8")
+        except (OSError, configparser.Error, UnicodeDecodeError):
+            continue
+        for section in parser.sections():
+            for key, value in parser.items(section):
+                secret = _SECRET_NAME.search(key) or key == "aws_access_key_id"
+                if secret and len(value) >= _MIN_SECRET_LEN:
+                    found.add(value)
     return found
 
 

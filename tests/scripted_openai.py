@@ -154,6 +154,8 @@ class ScriptedServer:
                             if chat
                             else {"index": 0, "text": piece}
                         )
+                        if i == len(pieces) - 1:
+                            choice["finish_reason"] = "length"
                         event = {
                             "id": "x",
                             "object": "chat.completion.chunk" if chat else "text_completion",

@@ -23,6 +23,7 @@ from pytest_llmperf.errors import (
 )
 from pytest_llmperf.harness import measure
 from pytest_llmperf.options import resolve_options
+from pytest_llmperf.retry_after import MAX_RETRY_AFTER_S
 from pytest_llmperf.spec import parse_spec
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -461,3 +462,26 @@ def test_a_benchmark_through_pytest(pytester: pytest.Pytester, srv: BedrockServe
     assert "throttled the request: ThrottlingException" in errors["examples"]["rate_limit"]
     # One warm-up, three samples, the throttled attempt and the retry that followed it.
     assert len(srv.received) == 6
+
+
+@pytest.mark.parametrize(
+    ("header", "retry_after"),
+    [("nan", None), ("-5", None), ("inf", None), ("1e9", MAX_RETRY_AFTER_S), ("0.5", 0.5)],
+)
+def test_a_retry_after_that_is_no_delay_is_ignored_and_a_huge_one_capped(
+    srv: BedrockServer, shared: BedrockBackend, header: str, retry_after: float | None
+) -> None:
+    srv.queue(Script(status=429, error_type="ThrottlingException", retry_after=header))
+    _, error = raised(shared, Request("Hi", max_tokens=4))
+    assert isinstance(error, TransientError)
+    assert (error.kind, error.retry_after) == ("rate_limit", retry_after)
+
+
+@pytest.mark.parametrize("output_tokens", [-5, 10**12])
+def test_a_usage_count_that_cannot_be_true_is_refused(
+    srv: BedrockServer, shared: BedrockBackend, output_tokens: int
+) -> None:
+    srv.queue(Script(output_tokens=output_tokens))
+    with pytest.raises(GenerationError, match=r"Bedrock .*outputTokens") as info:
+        measure(shared.stream(Request("Hi", max_tokens=4)))
+    assert not isinstance(info.value, TransientError)

@@ -3,6 +3,7 @@
 import pytest
 
 from pytest_llmperf.backends import Chunk, Usage
+from pytest_llmperf.errors import GenerationError
 from pytest_llmperf.harness import derive, measure
 
 MS = 1_000_000  # ns
@@ -94,3 +95,56 @@ def test_a_final_usage_count_is_spread_over_chunks_counted_one_each():
     assert g.itl_s == pytest.approx([0.010] * 6)
     assert sum(g.itl_s) == pytest.approx(0.060)
     assert g.tpot_s == pytest.approx(0.060 / 8)
+
+
+# --- what a backend reports is checked before anything is derived from it ------------------
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        pytest.param(
+            [Chunk("a"), Chunk("b"), Usage(5, "usage", output_tokens=10**12)],
+            r"output_tokens=1000000000000 .*at most 1048576",
+            id="a-count-no-generation-holds",
+        ),
+        pytest.param(
+            [Chunk("a"), Chunk("b"), Usage(5, "usage", output_tokens=-5)],
+            r"output_tokens=-5 .*from 0",
+            id="negative",
+        ),
+        pytest.param(
+            [Chunk("a"), Usage(5, "usage", output_tokens="5")],  # type: ignore[arg-type]
+            r"output_tokens='5' is not a token count",
+            id="string",
+        ),
+        pytest.param(
+            [Chunk("a"), Usage("5", "usage", output_tokens=1)],  # type: ignore[arg-type]
+            r"prompt_tokens='5'",
+            id="string-prompt",
+        ),
+        pytest.param(
+            [Chunk("a"), Usage(5, "usage", output_tokens=True)],  # type: ignore[arg-type]
+            r"output_tokens=True",
+            id="bool",
+        ),
+        pytest.param(
+            [Chunk("a"), Chunk("b", tokens=10**12)], r"chunk tokens=1000000000000", id="chunk-count"
+        ),
+        pytest.param([Chunk(5)], r"text is 5, not a string", id="numeric-text"),  # type: ignore[arg-type]
+        pytest.param(
+            [Chunk("a"), Usage(5, "usage", output_tokens=1, server_latency_s=float("nan"))],
+            r"server_latency_s",
+            id="nan-latency",
+        ),
+    ],
+)
+def test_a_count_or_text_that_cannot_be_true_is_refused(items, message):
+    with pytest.raises(GenerationError, match=message):
+        gen(list(range(len(items))), items, end_ms=len(items))
+
+
+def test_the_largest_allowed_count_derives_without_trouble():
+    g = gen([1, 2, 3], [Chunk("a"), Chunk("b"), Usage(0, "usage", output_tokens=2**20)], end_ms=3)
+    assert g.output_tokens == 2**20
+    assert len(g.itl_s) < 2**20

@@ -24,8 +24,12 @@ from bedrock_server import BedrockServer, Script, running
 from scripted_openai import Reply, ScriptedServer
 from test_judge import _openai_stack_loaded  # noqa: F401  (module fixture: loads openai once)
 
-from pytest_llmperf.errors import GenerationError
-from pytest_llmperf.redact import MASK, redact
+from pytest_llmperf.backends.bedrock import BedrockBackend
+from pytest_llmperf.backends.openai import OpenAIBackend
+from pytest_llmperf.errors import BackendUnavailable, GenerationError
+from pytest_llmperf.options import resolve_options
+from pytest_llmperf.redact import MASK, redact, redact_text
+from pytest_llmperf.spec import parse_spec
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 
@@ -66,7 +70,10 @@ class _EchoHandler(BaseHTTPRequestHandler):
         self.rfile.read(length)
         echoed = self.headers.get("Authorization", "")
         self.server.received.append(echoed)  # type: ignore[attr-defined]
-        message = f"Incorrect API key provided. Request headers: {{'Authorization': '{echoed}'}}"
+        key = echoed.removeprefix("Bearer ")
+        message = (
+            f"Incorrect API key provided: {key}. Request headers: {{'Authorization': '{echoed}'}}"
+        )
         body = json.dumps({"error": {"message": message, "type": "invalid_request_error"}})
         data = body.encode()
         self.send_response(401)
@@ -250,3 +257,33 @@ def test_the_aws_access_key_id_is_masked_whatever_its_shape(monkeypatch):
     assert redact({"message": f"Credential={key_id}/20261122"}) == {
         "message": "Credential=***/20261122"
     }
+
+
+def test_a_key_in_the_variable_a_spec_names_is_masked_whatever_its_name(monkeypatch, echo_server):
+    # Neither the variable's name nor the key's shape says "secret": only the spec says so.
+    key = "corp" + _random(string.ascii_lowercase + string.digits, 28)
+    monkeypatch.setenv("MYCORP_LLM_KEY", key)
+    url = f"http://127.0.0.1:{echo_server.server_address[1]}/v1"
+    spec = parse_spec(f"openai:m@{url}?api_key_env=MYCORP_LLM_KEY")
+    backend = OpenAIBackend(spec, resolve_options(spec, OpenAIBackend.options))
+    with pytest.raises(BackendUnavailable, match="refused the API key") as info:
+        backend.load()
+    assert echo_server.received == [f"Bearer {key}"]  # the key really went out, and came back
+    assert key not in str(info.value)
+    assert f"Incorrect API key provided: {MASK}" in str(info.value)
+    assert key not in json.dumps(redact({"error": f"echoed {key}"}))
+
+
+def test_the_credentials_of_a_profile_in_the_aws_config_file_are_masked(monkeypatch, tmp_path):
+    secret = _random(string.ascii_letters + string.digits, 40)
+    config = tmp_path / "config"
+    config.write_text(
+        f"[profile corp]\nregion = us-east-1\naws_access_key_id = AKIDCORP{_random('XYZ', 8)}\n"
+        f"aws_secret_access_key = {secret}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    spec = parse_spec("bedrock:m?profile=corp")
+    BedrockBackend(spec, resolve_options(spec, BedrockBackend.options))
+    assert redact_text(f"the server said {secret}") == f"the server said {MASK}"

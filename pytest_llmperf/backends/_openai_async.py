@@ -4,19 +4,22 @@ The same request body, headers, event parsing and error translation as the block
 (:class:`~pytest_llmperf.backends.openai.OpenAIBackend`), on ``openai.DefaultAsyncHttpxClient`` so
 one event loop keeps hundreds of requests in flight. Its connection pool is sized to the load's
 concurrency, so requests never queue for a connection inside the client (which would count as
-server latency). ``deadline`` bounds each whole request (a timer that cancels the task).
+server latency). ``deadline`` bounds each whole request (a timer that cancels the task); lines
+and error bodies are read under the same caps as on the blocking path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import GenerationError, InvalidRequest, TransientError
+from ..errors import InvalidRequest, LLMPerfError
 from . import Chunk, Request, Usage
-from .openai import EventStream, _http_module, request_body
+from ._openai_events import BodyPrefix, EventStream, LineSplitter
+from .openai import _http_module, request_body
 
 if TYPE_CHECKING:
     from .openai import OpenAIBackend
@@ -32,7 +35,7 @@ class AsyncOpenAIStreamer:
 
         limits = _http_module().Limits(max_connections=limit, max_keepalive_connections=limit)
         self._backend = backend
-        self._http = openai.DefaultAsyncHttpxClient(timeout=backend.opts["timeout"], limits=limits)
+        self._http = openai.DefaultAsyncHttpxClient(timeout=backend.http_timeout(), limits=limits)
 
     async def stream(self, request: Request) -> AsyncIterator[Chunk | Usage]:
         backend = self._backend
@@ -40,6 +43,7 @@ class AsyncOpenAIStreamer:
             raise InvalidRequest(f"max_tokens must be >= 1, got {request.max_tokens}")
         path, body = request_body(backend, request)
         events = EventStream(backend._where, chat=path == "/chat/completions")
+        lines = LineSplitter(backend._where)
         response: Any = None
         # asyncio.timeout is 3.11+: the same thing by hand, cancelling this task at the deadline.
         task = asyncio.current_task()
@@ -50,7 +54,13 @@ class AsyncOpenAIStreamer:
             if task is not None:
                 task.cancel()
 
-        timer = asyncio.get_running_loop().call_later(backend.opts["deadline"], expire)
+        deadline = backend.opts["deadline"]
+        # A nan would sit in the loop's timer heap, where it breaks the ordering of every timer.
+        timer = (
+            asyncio.get_running_loop().call_later(deadline, expire)
+            if math.isfinite(deadline)
+            else None
+        )
         try:
             http = self._http
             outgoing = http.build_request(
@@ -58,10 +68,19 @@ class AsyncOpenAIStreamer:
             )
             response = await http.send(outgoing, stream=True)
             if response.status_code >= 400:
-                await response.aread()
-                raise backend.status_error(response.status_code, response.headers, response.text)
-            async for line in response.aiter_lines():
-                chunk = events.feed(line)
+                prefix = BodyPrefix()
+                async for data in response.aiter_bytes():
+                    if prefix.feed(data):
+                        break  # enough to quote; an endless error body is not read to its end
+                raise backend.status_error(response.status_code, response.headers, prefix.text)
+            async for data in response.aiter_bytes():
+                for line in lines.feed(data):
+                    chunk = events.feed(line)
+                    if chunk is not None:
+                        yield chunk
+            last, cut = lines.end()
+            if last is not None:
+                chunk = events.feed_last(last) if cut else events.feed(last)
                 if chunk is not None:
                     yield chunk
             events.check_end()
@@ -72,7 +91,7 @@ class AsyncOpenAIStreamer:
             if uncancel is not None:
                 uncancel()
             raise backend._deadline_error(events.chunks) from exc
-        except (TransientError, GenerationError, InvalidRequest):
+        except LLMPerfError:
             raise
         except Exception as exc:
             translated = backend._translate(exc, events.chunks)
@@ -80,7 +99,8 @@ class AsyncOpenAIStreamer:
                 raise
             raise translated from exc
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             if response is not None:
                 await response.aclose()
         yield events.usage_item()

@@ -17,19 +17,21 @@ botocore's retries are off: a throttled or failed attempt surfaces as a
 
 from __future__ import annotations
 
-import email.utils
 import importlib.util
 import os
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import BackendUnavailable, GenerationError, InvalidRequest, TransientError
+from ..harness import MAX_OUTPUT_TOKENS, token_count
+from ..numeric import MAX_COUNT, check_finite
 from ..options import Option
+from ..redact import register_spec_variables
 from ..spec import LLMSpec
 from . import Chunk, Request, Usage
+from ._bedrock_errors import NO_CREDENTIALS, plural, translate
 
 __all__ = ["BedrockBackend"]
 
@@ -38,40 +40,6 @@ _NO_REGION = (
     "no AWS region is configured: set AWS_REGION or AWS_DEFAULT_REGION (or a region in "
     "~/.aws/config), or add ?region=us-east-1 to the spec"
 )
-_NO_CREDENTIALS = (
-    "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE "
-    "(or ?profile=) naming a profile in ~/.aws; to use an EC2 instance role, set "
-    "AWS_EC2_METADATA_DISABLED=false"
-)
-
-# What an error code means, compared case-insensitively: HTTP errors say ThrottlingException,
-# exception frames inside the stream say throttlingException.
-_BY_CODE = {
-    "throttlingexception": "rate_limit",
-    "toomanyrequestsexception": "rate_limit",
-    "internalserverexception": "server_error",
-    "serviceunavailableexception": "server_error",
-    "modelnotreadyexception": "server_error",
-    "modelerrorexception": "server_error",
-    "modeltimeoutexception": "timeout",
-    "modelstreamerrorexception": "stream_cut",
-    "accessdeniedexception": "refused",
-    "unrecognizedclientexception": "refused",
-    "invalidsignatureexception": "refused",
-    "expiredtokenexception": "refused",
-    "resourcenotfoundexception": "not_found",
-    "validationexception": "invalid",
-}
-# For codes not above (a proxy, a new service error): what the HTTP status says.
-_BY_STATUS = {
-    400: "invalid",
-    401: "refused",
-    403: "refused",
-    404: "not_found",
-    408: "timeout",
-    429: "rate_limit",
-}
-_TRANSIENT = ("rate_limit", "server_error", "timeout", "stream_cut")
 
 
 @contextmanager
@@ -85,25 +53,6 @@ def _without_instance_metadata() -> Iterator[None]:
         yield
     finally:
         os.environ.pop("AWS_EC2_METADATA_DISABLED", None)
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:  # the HTTP-date form
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
-
-
-def _plural(n: int) -> str:
-    return f"{n} chunk" if n == 1 else f"{n} chunks"
 
 
 class BedrockBackend:
@@ -132,6 +81,7 @@ class BedrockBackend:
     def __init__(self, spec: LLMSpec, options: Mapping[str, Any]) -> None:
         self.spec = spec
         self.opts = dict(options)
+        register_spec_variables(self.opts)  # none today; a *_env option added later is covered
         self._session: Any = None
         self._client: Any = None
         self._where = "Bedrock"
@@ -178,7 +128,7 @@ class BedrockBackend:
         except BotoCoreError as exc:  # an expired SSO token, a broken credential_process
             raise BackendUnavailable(f"AWS credentials: {exc}") from exc
         if found is None:
-            raise BackendUnavailable(_NO_CREDENTIALS)
+            raise BackendUnavailable(NO_CREDENTIALS)
 
     def check(self) -> None:
         if importlib.util.find_spec("boto3") is None:
@@ -295,24 +245,39 @@ class BedrockBackend:
                 events.close()
         if stop_reason is None:
             raise TransientError(
-                f"{self._where} ended the stream without messageStop after {_plural(chunks)}",
+                f"{self._where} ended the stream without messageStop after {plural(chunks)}",
                 kind="stream_cut",
             )
         server_s = None
         if metadata is not None:
-            self.last_server_latency_ms = metadata.get("metrics", {}).get("latencyMs")
-            if self.last_server_latency_ms is not None:
-                server_s = self.last_server_latency_ms / 1000
-            usage = metadata.get("usage")
-            if usage is not None:
+            try:
+                latency, input_tokens, output_tokens = self._metadata(metadata)
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise GenerationError(
+                    f"{self._where} sent metadata that cannot be true after {plural(chunks)}: {exc}"
+                ) from exc
+            self.last_server_latency_ms = latency
+            if latency is not None:
+                server_s = latency / 1000
+            if metadata.get("usage") is not None:
                 yield Usage(
-                    usage.get("inputTokens"),
-                    "usage",
-                    output_tokens=usage.get("outputTokens"),
-                    server_latency_s=server_s,
+                    input_tokens, "usage", output_tokens=output_tokens, server_latency_s=server_s
                 )
                 return
         yield Usage(None, "chunks", server_latency_s=server_s)
+
+    @staticmethod
+    def _metadata(metadata: Mapping[str, Any]) -> tuple[Any, int | None, int | None]:
+        """``metrics.latencyMs`` and the usage counts, each checked: numbers from the wire."""
+        latency = (metadata.get("metrics") or {}).get("latencyMs")
+        if latency is not None:
+            check_finite(latency, what="metrics.latencyMs", low=0.0)
+        usage = metadata.get("usage") or {}
+        counts: list[int | None] = []
+        for name, high in (("inputTokens", MAX_COUNT), ("outputTokens", MAX_OUTPUT_TOKENS)):
+            value = usage.get(name)
+            counts.append(None if value is None else token_count(value, what=name, high=high))
+        return latency, counts[0], counts[1]
 
     def open_async(self, limit: int) -> Any:
         """``llm_load``'s concurrent streams. boto3 has no async client (and aiobotocore is not
@@ -333,71 +298,9 @@ class BedrockBackend:
 
     def _translate(self, exc: Exception, chunks: int | None) -> GenerationError:
         """The error to raise for an SDK failure; ``chunks`` is None before the stream began."""
-        from botocore.eventstream import ParserError
-        from botocore.exceptions import (
-            ClientError,
-            EventStreamError,
-            NoCredentialsError,
-            ParamValidationError,
+        return translate(
+            exc, chunks, where=self._where, timeout=self.opts["timeout"], model=self.spec.model
         )
-        from botocore.exceptions import ReadTimeoutError as BotocoreReadTimeout
-        from urllib3.exceptions import ReadTimeoutError
-
-        where = self._where
-        after = "" if chunks is None else f" after {_plural(chunks)}"
-        # botocore raises its own before the response, urllib3's while the stream is read.
-        if isinstance(exc, (BotocoreReadTimeout, ReadTimeoutError)):
-            timeout = self.opts["timeout"]
-            return TransientError(f"{where} sent nothing for {timeout:g} s{after}", kind="timeout")
-        if isinstance(exc, ParamValidationError):  # e.g. performanceConfig on an old botocore
-            return InvalidRequest(f"boto3 {exc}")
-        if isinstance(exc, NoCredentialsError):
-            return GenerationError(f"{_NO_CREDENTIALS} ({exc})")
-        if isinstance(exc, ParserError):
-            # Bytes changed on the way (a CRC mismatch): a broken proxy, not a busy server.
-            return GenerationError(f"corrupt event stream from {where}{after}: {exc}")
-        if not isinstance(exc, ClientError):
-            # Connection refused or reset, a body cut short.
-            if chunks is None:
-                return TransientError(f"lost {where}: {exc}", kind="connection")
-            return TransientError(f"{where} cut the stream{after}: {exc}", kind="stream_cut")
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code") or "")
-        message = str(error.get("Message") or exc)
-        meta = exc.response.get("ResponseMetadata", {})
-        status = int(meta.get("HTTPStatusCode") or 0)
-        category = _BY_CODE.get(code.lower()) or _BY_STATUS.get(status)
-        if category is None:
-            category = "server_error" if status >= 500 else "other"
-        if isinstance(exc, EventStreamError) and category not in ("rate_limit", "invalid"):
-            # Whatever the frame says, the answer is cut short mid-way.
-            category = "stream_cut"
-        said = f"{code or 'HTTP ' + str(status)}: {message}"
-        if category == "rate_limit":
-            retry = _retry_after(meta.get("HTTPHeaders", {}))
-            return TransientError(
-                f"{where} throttled the request{after}: {said}",
-                kind="rate_limit",
-                retry_after=retry,
-            )
-        if category == "stream_cut":
-            return TransientError(f"{where} broke off the stream{after}: {said}", kind=category)
-        if category in _TRANSIENT:
-            return TransientError(f"{where} failed{after}: {said}", kind=category)
-        if category == "invalid":
-            return InvalidRequest(f"{where} rejected the request: {said}")
-        if category == "refused":
-            return GenerationError(
-                f"{where} refused the credentials: {said}; check the access key or profile, the "
-                "IAM policy (bedrock:InvokeModelWithResponseStream) and that the model is "
-                "enabled in this account and region"
-            )
-        if category == "not_found":
-            return GenerationError(
-                f"{where} has no model {self.spec.model!r}: {said}; check the model id and the "
-                "region, or use an inference profile id (us.MODEL_ID)"
-            )
-        return GenerationError(f"{where} failed{after}: {said}")
 
     def info(self) -> dict[str, Any]:
         import boto3

@@ -14,8 +14,11 @@ CPU that would sit inside every TTFT (``benchmarks/backends.py`` measures what i
 Nothing retries inside a request: a 429, 5xx, timeout or cut stream becomes a
 :class:`~pytest_llmperf.errors.TransientError` that the harness counts (and retries as a fresh,
 separately timed attempt), so a retry never hides inside a latency sample. ``timeout`` bounds
-the silence between bytes; ``deadline`` bounds the whole request, because a server that sends
-keep-alive pings but no tokens would otherwise never time out.
+the silence between bytes; ``deadline`` bounds the whole request, from sending it through the
+response headers to the body's end, because a server that trickles bytes or sends keep-alive
+pings but no tokens would otherwise never time out (``_watchdog``). What the server sends is
+read under caps (one line, an error body) and checked (token counts, text), and every failure
+of the HTTP library becomes one of ours (``_openai_events``, :meth:`OpenAIBackend._translate`).
 """
 
 from __future__ import annotations
@@ -29,13 +32,22 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import BackendUnavailable, GenerationError, InvalidRequest, TransientError
+from ..errors import (
+    BackendUnavailable,
+    GenerationError,
+    InvalidRequest,
+    LLMPerfError,
+    TransientError,
+)
 from ..options import Option
+from ..redact import register_spec_variables
+from ..retry_after import parse_retry_after
 from ..spec import LLMSpec
 from . import Chunk, Request, Usage
-from ._watchdog import Watchdog
+from ._openai_events import BodyPrefix, EventStream, LineSplitter, error_detail
+from ._watchdog import Sockets, Watchdog
 
-__all__ = ["OpenAIBackend"]
+__all__ = ["EventStream", "OpenAIBackend"]
 
 _INSTALL = "pip install 'pytest-llmperf[openai]'"
 
@@ -55,11 +67,15 @@ class OpenAIBackend:
     def __init__(self, spec: LLMSpec, options: Mapping[str, Any]) -> None:
         self.spec = spec
         self.opts = dict(options)
+        # Before anything can fail: a server that echoes the key in an error must not put it on
+        # the terminal, whatever the variable holding it is called.
+        register_spec_variables(self.opts)
         self._client: Any = None
         self._http: Any = None
         self._base_url = ""
         self._headers: dict[str, str] = {}
         self._watchdog = Watchdog()
+        self._sockets = Sockets()
 
     @property
     def model_file(self) -> Path | None:
@@ -96,7 +112,7 @@ class OpenAIBackend:
         self._base_url = str(self._client.base_url).rstrip("/")
         headers = {**self._client.default_headers, **self._client.auth_headers}
         self._headers = {k: v for k, v in headers.items() if isinstance(v, str)}
-        self._http = openai.DefaultHttpxClient(timeout=self.opts["timeout"])
+        self._http = openai.DefaultHttpxClient(timeout=self.http_timeout())
         try:
             self._client.models.list()
         except openai.AuthenticationError as exc:
@@ -107,8 +123,18 @@ class OpenAIBackend:
             raise BackendUnavailable(
                 f"{self._where} answered HTTP {exc.status_code} to GET /models: {exc}"
             ) from exc
+        except openai.OpenAIError as exc:  # e.g. a /models answer that is not the API's JSON
+            raise BackendUnavailable(
+                f"{self._where} gave no usable answer to GET /models: {exc}"
+            ) from exc
 
-    def _create(self, request: Request) -> Any:
+    def http_timeout(self) -> Any:
+        """``timeout`` per read; opening a connection may not outlast the ``deadline`` either
+        (the deadline's watchdog can only wake a connection that exists)."""
+        timeout, deadline = self.opts["timeout"], self.opts["deadline"]
+        return _http_module().Timeout(timeout, connect=min(timeout, deadline))
+
+    def _create(self, request: Request, expired: threading.Event) -> Any:
         """Send the request; returns the HTTP response, its body not yet read.
 
         Straight to the SDK's own HTTP client, with the headers the SDK built at load: going
@@ -119,33 +145,40 @@ class OpenAIBackend:
         path, body = request_body(self, request)
         http = self._http
         outgoing = http.build_request(
-            "POST", self._base_url + path, headers=self._headers, content=json.dumps(body)
+            "POST",
+            self._base_url + path,
+            headers=self._headers,
+            content=json.dumps(body),
+            extensions={"trace": self._sockets.tracer(expired)},
         )
         response = http.send(outgoing, stream=True)
         if response.status_code >= 400:
+            prefix = BodyPrefix()
             try:
-                response.read()
+                for data in response.iter_bytes():
+                    if prefix.feed(data):
+                        break  # enough to quote; an endless error body is not read to its end
             finally:
                 response.close()
-            raise self.status_error(response.status_code, response.headers, response.text)
+            raise self.status_error(response.status_code, response.headers, prefix.text)
         return response
 
     def status_error(self, status: int, headers: Mapping[str, str], text: str) -> Exception:
         """An HTTP error answer as one of ours: 429 and 5xx are transient (counted, retried as
         fresh attempts), anything else fails the test with the server's own message."""
         where = self._where
-        detail = _error_detail(text)
+        detail = error_detail(text)
         if status == 429:
             return TransientError(
                 f"{where} rate-limited the request (HTTP 429): {detail}",
                 kind="rate_limit",
-                retry_after=_retry_after(headers),
+                retry_after=parse_retry_after(headers),
             )
         if status >= 500:
             return TransientError(
                 f"{where} failed with HTTP {status}: {detail}",
                 kind="server_error",
-                retry_after=_retry_after(headers),
+                retry_after=parse_retry_after(headers),
             )
         if status == 401:
             return GenerationError(f"{where} refused the API key (HTTP 401): {detail}")
@@ -156,28 +189,33 @@ class OpenAIBackend:
         return GenerationError(f"{where} answered HTTP {status}: {detail}")
 
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
-        # The event stream is parsed with plain json.loads: the SDK's model objects cost
-        # ~0.3 ms per chunk of client CPU that would land in every TTFT and ITL.
         if request.max_tokens < 1:
             raise InvalidRequest(f"max_tokens must be >= 1, got {request.max_tokens}")
         events = EventStream(self._where, chat=self.opts["api"] == "chat")
+        lines = LineSplitter(self._where)
         expired = threading.Event()
-        armed = False
+        sockets = self._sockets
+
+        def expire() -> None:
+            expired.set()
+            sockets.shut_down()  # wakes the blocked read, before or after the headers
+
         http: Any = None
+        # Armed before the request is sent: the deadline covers the wait for the headers too.
+        self._watchdog.arm(self.opts["deadline"], expire)
         try:
-            http = self._create(request)
-
-            def expire() -> None:
-                expired.set()
-                http.close()
-
-            self._watchdog.arm(self.opts["deadline"], expire)
-            armed = True
-            for line in http.iter_lines():
-                chunk = events.feed(line)
+            http = self._create(request, expired)
+            for data in http.iter_bytes():
+                for line in lines.feed(data):
+                    chunk = events.feed(line)
+                    if chunk is not None:
+                        yield chunk
+            last, cut = lines.end()
+            if last is not None:
+                chunk = events.feed_last(last) if cut else events.feed(last)
                 if chunk is not None:
                     yield chunk
-            if expired.is_set():  # closing the response may end the iteration quietly
+            if expired.is_set():  # a shut-down socket may end the body quietly
                 raise self._deadline_error(events.chunks)
             events.check_end()
         except Exception as exc:
@@ -188,8 +226,7 @@ class OpenAIBackend:
                 raise
             raise translated from exc
         finally:
-            if armed:
-                self._watchdog.disarm()
+            self._watchdog.disarm()
             if http is not None:
                 http.close()  # also when the consumer stops early: free the connection
         yield events.usage_item()
@@ -208,25 +245,41 @@ class OpenAIBackend:
         )
 
     def _translate(self, exc: Exception, chunks: int) -> Exception:
-        """A transport or parsing failure as one of ours; others pass through unchanged."""
+        """Any failure of the HTTP library as one of ours; ours and others pass unchanged.
+
+        Transport failures (timeouts, lost connections, cut streams) are transient; a redirect
+        loop, a body that does not decode, a URL or protocol the client cannot use are not:
+        another attempt would meet them again.
+        """
+        if isinstance(exc, LLMPerfError):
+            return exc
         where = self._where
-        if isinstance(exc, _transport_errors()):
-            if "Timeout" in type(exc).__name__:
-                return TransientError(
-                    f"{where} sent nothing for timeout={self.opts['timeout']:g} s "
-                    f"({chunks} chunks received)",
-                    kind="timeout",
-                )
+        httpx = _http_module()
+        if isinstance(exc, httpx.TimeoutException):
+            return TransientError(
+                f"{where} sent nothing for timeout={self.opts['timeout']:g} s "
+                f"({chunks} chunks received)",
+                kind="timeout",
+            )
+        if isinstance(exc, httpx.TooManyRedirects):
+            return GenerationError(
+                f"{where} redirected the request in a loop ({exc}): check the URL"
+            )
+        if isinstance(exc, httpx.DecodingError):
+            return GenerationError(
+                f"the body {where} sent could not be decoded after {chunks} chunks ({exc}): a "
+                "broken server or proxy, not a busy one"
+            )
+        if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
+            return GenerationError(f"cannot send the request to {where}: {exc}")
+        if isinstance(exc, httpx.TransportError):
             if chunks:
                 return TransientError(
                     f"{where} broke the stream after {chunks} chunks: {exc}", kind="stream_cut"
                 )
             return TransientError(f"lost {where}: {exc}", kind="connection")
-        if isinstance(exc, json.JSONDecodeError | KeyError | TypeError | AttributeError):
-            # A malformed event would make any token count a guess: fail, do not skip it.
-            return GenerationError(
-                f"{where} sent a malformed server-sent event after {chunks} chunks: {exc}"
-            )
+        if isinstance(exc, httpx.HTTPError | httpx.InvalidURL | httpx.StreamError):
+            return GenerationError(f"{where}: {type(exc).__name__}: {exc}")
         return exc
 
     def info(self) -> dict[str, Any]:
@@ -273,111 +326,9 @@ def request_body(backend: OpenAIBackend, request: Request) -> tuple[str, dict[st
     return "/chat/completions", body
 
 
-class EventStream:
-    """One streamed completion's server-sent events, fed a line at a time: the blocking and
-    the ``llm_load`` path both parse with this."""
-
-    def __init__(self, where: str, *, chat: bool) -> None:
-        self.where = where
-        self.chat = chat
-        self.usage: dict[str, Any] | None = None
-        self.chunks = 0  # content events received
-        self.counted = 0  # output tokens they carried
-        self.finished = False
-        self.done = False
-
-    def feed(self, line: str) -> Chunk | None:
-        if self.done or not line.startswith("data:"):
-            return None  # blank separators, ": ping" comments, "event:" names, after [DONE]
-        data = line[5:].strip()
-        if data == "[DONE]":
-            # The caller reads on to the body's end rather than stop here: a response closed
-            # unread takes its connection with it, and the next request would pay a new TCP
-            # (and TLS) handshake inside its TTFT.
-            self.finished = self.done = True
-            return None
-        event = json.loads(data)
-        if event.get("error"):
-            raise GenerationError(f"{self.where} sent an error event: {event['error']}")
-        if event.get("usage"):
-            self.usage = event["usage"]
-        choices = event.get("choices")
-        if not choices:
-            return None
-        self.finished = self.finished or bool(choices[0].get("finish_reason"))
-        text = choices[0]["delta"].get("content") if self.chat else choices[0].get("text")
-        if not text:
-            return None
-        self.chunks += 1
-        tokens, self.counted = chunk_tokens(event, self.counted)
-        return Chunk(text, tokens)
-
-    def check_end(self) -> None:
-        if not self.finished:  # some servers omit [DONE] after a finish_reason
-            raise TransientError(
-                f"{self.where} ended the stream without [DONE] after {self.chunks} chunks",
-                kind="stream_cut",
-            )
-
-    def usage_item(self) -> Usage:
-        if self.usage is None:
-            return Usage(None, "chunks")
-        usage = self.usage
-        return Usage(
-            usage.get("prompt_tokens"), "usage", output_tokens=usage.get("completion_tokens")
-        )
-
-
-def chunk_tokens(event: Mapping[str, Any], counted: int) -> tuple[int, int]:
-    """Output tokens one content event carries, and the running count after it.
-
-    Servers that send a running ``usage.completion_tokens`` with every chunk (vLLM's continuous
-    usage stats) say how many tokens a batched chunk holds; otherwise a content delta is one.
-
-    >>> chunk_tokens({"usage": {"completion_tokens": 3}}, 1)
-    (2, 3)
-    >>> chunk_tokens({}, 3)
-    (1, 4)
-    """
-    usage = event.get("usage") or {}
-    total = usage.get("completion_tokens")
-    if isinstance(total, int) and total > counted:
-        return total - counted, total
-    return 1, counted + 1
-
-
-def _error_detail(text: str) -> str:
-    """The server's own message from an error body (OpenAI's ``{"error": {"message"}}``
-    shape, else the text), kept short."""
-    try:
-        error = json.loads(text).get("error")
-        message = error.get("message") if isinstance(error, dict) else error
-    except (ValueError, AttributeError):
-        message = None
-    detail = str(message) if message else text.strip()
-    return detail[:500] or "(empty body)"
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds; an HTTP date is ignored)."""
-    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is not None:
-            try:
-                return float(value) * scale
-            except ValueError:
-                continue
-    return None
-
-
 def _http_module() -> Any:
     """The HTTP library this openai is built on (``httpx`` for 1.x/2.x, ``httpx2`` for 3.x)."""
     import openai
 
     client_class = openai.DefaultHttpxClient.__mro__[1]
     return sys.modules[client_class.__module__.split(".")[0]]
-
-
-def _transport_errors() -> type[Exception]:
-    error: type[Exception] = _http_module().TransportError
-    return error
