@@ -55,14 +55,16 @@ def test_closed_and_open_loop_against_llama_cpp_server(pytester, server_url):
 def test_a_server_that_interrupts_requests_shows_as_errors_not_samples(pytester, model):
     # Four workers at once, 64 tokens each: while one request streams, the next is waiting
     # for the model, so the server cuts the running one; only a request nobody waits behind
-    # (the last) can finish. The error limit is lifted to see the counts, not the test's error.
+    # (the last) can finish. hold_until_queued makes "the next is waiting" certain rather than
+    # a race a fast machine loses. The error limit is lifted to see the counts, not the
+    # test's error.
     pytester.makepyfile(
         """
         def test_load(llm_load):
             llm_load("hello", concurrency=4, requests=8, max_tokens=64, warmup=0)
         """
     )
-    with serve(model, "tiny") as url:
+    with serve(model, "tiny", hold_until_queued=8) as url:
         result = pytester.runpytest(
             f"--llm=openai:tiny@{url}?timeout=30&deadline=60",
             "--llm-json=out.json",
@@ -72,7 +74,7 @@ def test_a_server_that_interrupts_requests_shows_as_errors_not_samples(pytester,
     [entry] = json.loads((pytester.path / "out.json").read_text())["results"]
     load = entry["load"]
     assert load["requests"] == 8
-    assert load["failed"] >= 1
+    assert load["failed"] >= 1 and load["succeeded"] >= 1
     assert sum(load["errors"].values()) == load["failed"] == 8 - load["succeeded"]
     assert set(load["errors"]) <= {"connection", "stream_cut"}
     assert entry["stats"]["ttft_s"]["n"] == load["succeeded"]
