@@ -15,6 +15,7 @@ from .errors import (
     JudgeError,
     LLMPerfError,
     ModelLoadError,
+    NoChatTemplate,
     SpecError,
 )
 from .harness import Generation, LLMHandle
@@ -35,6 +36,7 @@ __all__ = [
     "LLMPerfError",
     "LLMSpec",
     "ModelLoadError",
+    "NoChatTemplate",
     "Option",
     "Request",
     "SpecError",

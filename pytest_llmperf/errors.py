@@ -37,6 +37,7 @@ __all__ = [
     "LLMPerfError",
     "LLMPerfWarning",
     "ModelLoadError",
+    "NoChatTemplate",
     "ResultsFileError",
     "SpecError",
     "TransientError",
@@ -74,6 +75,14 @@ class GenerationError(LLMPerfError):
 
 class InvalidRequest(GenerationError, ValueError):
     """The generation request is invalid before it reaches the engine."""
+
+
+class NoChatTemplate(InvalidRequest):
+    """The prompt is a chat, but the model has no chat template to format it with.
+
+    ``llm_bench`` and YAML cases skip on it (with this message, which says how to supply a
+    template); a direct ``llm_backend.generate`` call raises it.
+    """
 
 
 class TransientError(GenerationError):

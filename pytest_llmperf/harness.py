@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from .backends import Backend, Chunk, Prompt, Request, Usage
-from .errors import GenerationError
+from .backends import Backend, Chunk, Prompt, Request, Usage, check_generation_options
+from .errors import GenerationError, InvalidRequest
 from .numeric import MAX_COUNT, check_finite
+from .options import workload_defaults
+from .prefix_cache import MODES, Nonces, with_nonce
 
 try:
     import resource
@@ -254,6 +256,17 @@ class LLMHandle:
         self.kind: str = backend.kind
         self.model: str = backend.spec.model
         self.id: str = backend.spec.short_id
+        #: ``ignore_eos`` and ``prefix_cache`` as the spec sets them (``?ignore_eos=true``):
+        #: the defaults of the keywords of the same names.
+        self.workload_defaults: dict[str, Any] = workload_defaults(backend.spec)
+        self._nonces = Nonces()
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Refuse generation options the backend does not declare, before any request (the
+        backend refuses them again in ``stream``, for callers that go straight to it)."""
+        declared = getattr(self.backend, "generation_options", None)
+        if declared is not None:
+            check_generation_options(self.kind, options, declared())
 
     def generate(
         self,
@@ -262,9 +275,19 @@ class LLMHandle:
         max_tokens: int = 64,
         temperature: float = 0.0,
         seed: int | None = None,
+        ignore_eos: bool | None = None,
+        prefix_cache: str | None = None,
         **options: Any,
     ) -> Generation:
-        request = Request(prompt, max_tokens, temperature, seed, options)
+        """One timed generation. ``ignore_eos`` and ``prefix_cache`` default to the spec's."""
+        self.check_options(options)
+        ignore_eos = self.workload_defaults["ignore_eos"] if ignore_eos is None else ignore_eos
+        cache = self.workload_defaults["prefix_cache"] if prefix_cache is None else prefix_cache
+        if cache not in MODES:
+            raise InvalidRequest(f"prefix_cache={cache!r}; valid: {', '.join(MODES)}")
+        if cache == "bust":
+            prompt = with_nonce(prompt, self._nonces.next())
+        request = Request(prompt, max_tokens, temperature, seed, options, bool(ignore_eos), cache)
         return measure(self.backend.stream(request))
 
     def __repr__(self) -> str:

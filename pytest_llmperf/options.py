@@ -6,6 +6,7 @@ names the valid keys in errors and documents them (``pytest --llm-list-backends`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,7 @@ from .limits import MAX_SECONDS, SAMPLING_RANGES
 from .numeric import parse_number
 from .spec import LLMSpec
 
-__all__ = ["Option", "parse_bool", "resolve_options"]
+__all__ = ["WORKLOAD_OPTIONS", "Option", "parse_bool", "resolve_options", "workload_defaults"]
 
 #: Upper bounds where an option declares none. Every float option of the backends is seconds
 #: (timeouts, deadlines: a day is plenty, and keeps timers below ``threading.TIMEOUT_MAX``) or a
@@ -92,8 +93,34 @@ def _show(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
 
 
+#: Options every spec takes, whatever its backend declares: they shape the workload (what is
+#: generated), not the engine, and are the defaults of the ``llm_bench``/``llm_load`` keywords
+#: of the same names (``llamacpp:model.gguf?ignore_eos=true``).
+WORKLOAD_OPTIONS = (
+    Option("ignore_eos", bool, False, "generate exactly max_tokens tokens, never stopping early"),
+    Option(
+        "prefix_cache",
+        str,
+        "allow",
+        "bust = a unique nonce starts every prompt, so a server's prompt cache cannot skip "
+        "prefill; allow = leave prompts alone",
+        choices=("allow", "bust"),
+    ),
+)
+
+
+def workload_defaults(spec: LLMSpec) -> dict[str, Any]:
+    """The spec's values of :data:`WORKLOAD_OPTIONS` (typed; defaults where it sets none)."""
+    wanted = {o.name for o in WORKLOAD_OPTIONS}
+    only = dataclasses.replace(spec, options=tuple(kv for kv in spec.options if kv[0] in wanted))
+    return dict(resolve_options(only, WORKLOAD_OPTIONS))
+
+
 def resolve_options(spec: LLMSpec, declared: Sequence[Option]) -> Mapping[str, Any]:
-    """Type ``spec.options`` against ``declared``; defaults fill the rest."""
+    """Type ``spec.options`` against ``declared`` plus :data:`WORKLOAD_OPTIONS`; defaults fill
+    the rest."""
+    names = {opt.name for opt in declared}
+    declared = (*declared, *(o for o in WORKLOAD_OPTIONS if o.name not in names))
     by_name = {opt.name: opt for opt in declared}
     values = {opt.name: opt.default for opt in declared}
     where = f"{spec.source}={spec.raw or spec.text!r}"

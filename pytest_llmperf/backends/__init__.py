@@ -7,7 +7,7 @@ register through :func:`pytest_llmperf_register_backends`, exactly as a plugin o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import pytest
 
 from ..errors import SpecError
+from ._generation_options import check_generation_options
 from ..options import Option
 from ..spec import LLMSpec
 
@@ -28,6 +29,7 @@ __all__ = [
     "Prompt",
     "Request",
     "Usage",
+    "check_generation_options",
 ]
 
 Message = Mapping[str, str]
@@ -36,13 +38,24 @@ Prompt = str | Sequence[Message]
 
 @dataclass(frozen=True)
 class Request:
-    """One generation request, as the harness hands it to a backend."""
+    """One generation request, as the harness hands it to a backend.
+
+    ``options`` are the backend's own generation options, checked against what it declares
+    (:func:`check_generation_options`). ``ignore_eos`` asks for exactly ``max_tokens`` output
+    tokens: an in-process engine never stops at an end-of-sequence token, a server gets the
+    request fields it honours (the harness counts generations that still came back short).
+    ``prefix_cache`` is ``"allow"`` or ``"bust"``; under ``"bust"`` the harness has already put
+    a unique nonce at the start of the prompt, and a server that has a request field to skip
+    its prompt cache is asked to (llama.cpp's ``cache_prompt``).
+    """
 
     prompt: Prompt
     max_tokens: int = 64
     temperature: float = 0.0
     seed: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    ignore_eos: bool = False
+    prefix_cache: str = "allow"
 
 
 @dataclass(slots=True)
@@ -95,6 +108,12 @@ class Backend(Protocol):
     def stream(self, request: Request) -> Iterator[Chunk | Usage]: ...
 
     def info(self) -> dict[str, Any]: ...
+
+    def generation_options(self) -> Collection[str]:
+        """The names a request's ``options`` may carry; ``stream`` refuses any other with
+        :func:`check_generation_options`, and ``llm_bench``/``llm_load`` check them before the
+        first request. Optional: a backend without it gets whatever it is given."""
+        ...
 
     @property
     def model_file(self) -> Path | None: ...
