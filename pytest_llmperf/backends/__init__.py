@@ -115,6 +115,12 @@ class Backend(Protocol):
         first request. Optional: a backend without it gets whatever it is given."""
         ...
 
+    def ignore_eos_note(self) -> str | None:
+        """Why this backend cannot honour ``Request.ignore_eos`` (one sentence, e.g. "the
+        OpenAI API has no request field that forces the output length"), or None when it can.
+        Optional (absent = None). Generations that come back short are counted either way."""
+        ...
+
     @property
     def model_file(self) -> Path | None: ...
 
