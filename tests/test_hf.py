@@ -9,17 +9,30 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from tiny_gguf import BYTE0_ID, EOS_ID, write_tiny_gguf
+from tiny_gguf import BOS_ID, BYTE0_ID, EOS_ID, write_tiny_gguf
 
 from pytest_llmperf.backends import Chunk, Request, Usage
 from pytest_llmperf.backends._hf_streamer import TokenStreamer as _TokenStreamer
 from pytest_llmperf.backends.hf import HFBackend
-from pytest_llmperf.errors import BackendUnavailable, GenerationError, InvalidRequest, SpecError
+from pytest_llmperf.errors import (
+    BackendUnavailable,
+    GenerationError,
+    InvalidRequest,
+    NoChatTemplate,
+    SpecError,
+)
 from pytest_llmperf.harness import LLMHandle
 from pytest_llmperf.options import resolve_options
 from pytest_llmperf.spec import parse_spec
 
 PROMPT = "Hello world, this is a test prompt."
+SAY_HELLO = [{"role": "user", "content": "Say hello."}]
+WITH_SYSTEM = [{"role": "system", "content": "You are terse."}, *SAY_HELLO]
+# Gemma 3's chat format: the system message folded into the first user turn.
+GEMMA_SAY_HELLO = "<bos><start_of_turn>user\nSay hello.<end_of_turn>\n<start_of_turn>model\n"
+GEMMA_WITH_SYSTEM = (
+    "<bos><start_of_turn>user\nYou are terse.\n\nSay hello.<end_of_turn>\n<start_of_turn>model\n"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -75,6 +88,15 @@ def tiny_dir(tiny, tmp_path_factory: pytest.TempPathFactory) -> Path:
     finally:
         tokenizer.chat_template = template
     return path
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    """The embedded GGUF through transformers: about a minute and a half to load on two cores,
+    so every test of it shares this one."""
+    handle = load("hf:gemma3-270m")
+    yield handle
+    handle.backend.close()
 
 
 def test_streams_one_chunk_per_token_and_counts_exactly(tiny):
@@ -151,10 +173,15 @@ def test_streamer_releases_a_split_character_with_the_token_that_completes_it(ti
 def test_chat_messages_go_through_the_chat_template(tiny, tiny_path):
     messages = [{"role": "user", "content": "Hi there"}]
     g = tiny.generate(messages, max_tokens=4)
-    expected = tiny.backend._tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=True
-    )["input_ids"]
+    tokenizer = tiny.backend._tokenizer
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text == "<|user|>Hi there\n<|assistant|>"
+    # The template writes no BOS, so the tokenizer adds its own, as llama.cpp does: the same
+    # prompt tokens on both engines.
+    expected = tokenizer(text)["input_ids"]
+    assert expected[0] == BOS_ID
     assert (g.prompt_tokens, g.output_tokens) == (len(expected), 4)
+    assert tiny.backend.info()["chat_template"] == "model"
     assert g.prompt_tokens != len(tiny.backend._tokenizer("Hi there")["input_ids"])
     chat = load(f"hf:{tiny_path}?chat=true")
     try:
@@ -171,12 +198,16 @@ def test_a_saved_directory_loads_in_its_own_dtype_by_default(tiny_dir):
         g = handle.generate("Hello", max_tokens=5)
         info = handle.backend.info()
         assert handle.backend.model_file == tiny_dir / "model.safetensors"
-        with pytest.raises(InvalidRequest, match="has no chat template"):
+        with pytest.raises(NoChatTemplate, match="has no chat template") as no_template:
             handle.generate([{"role": "user", "content": "Hi"}], max_tokens=2)
+        assert handle.backend.info()["chat_template"] is None
     finally:
         handle.backend.close()
     assert (g.output_tokens, g.token_source) == (5, "engine")
     assert (info["model_source"], info["dtype"], info["device"]) == ("dir", "bfloat16", "cpu")
+    message = str(no_template.value)
+    assert f"(hf:{tiny_dir}?chat_template=chatml)" in message
+    assert f"(hf:{tiny_dir}?chat_template=/path/to/template.jinja)" in message
 
 
 @pytest.mark.parametrize(
@@ -377,10 +408,30 @@ def test_invalid_requests_are_refused_before_generating(tiny):
         tiny.generate("Hello", max_tokens=0)
     with pytest.raises(InvalidRequest, match=r"exceeds the model's context of 1024 tokens"):
         tiny.generate("word " * 400, max_tokens=8)
-    with pytest.raises(InvalidRequest, match=r"unknown or reserved generation option.*beam_width"):
+    with pytest.raises(InvalidRequest, match=r"unknown generation option 'beam_width'"):
         tiny.generate("Hello", max_tokens=2, beam_width=4)
-    with pytest.raises(InvalidRequest, match=r"reserved generation option.*max_new_tokens"):
+    with pytest.raises(InvalidRequest, match=r"unknown generation option 'max_new_tokens'"):
         tiny.generate("Hello", max_tokens=2, max_new_tokens=4)
+
+
+def test_the_backend_itself_names_the_closest_valid_option(tiny):
+    valid = set(tiny.backend.generation_options())
+    assert {"top_k", "top_p", "repetition_penalty", "min_new_tokens", "logits_processor"} <= valid
+    assert not valid & {"max_new_tokens", "temperature", "do_sample", "streamer"}
+    # Straight to stream(), past the harness's own check: the backend refuses it too.
+    stream = tiny.backend.stream(Request("Hello", max_tokens=2, options={"temprature": 0.7}))
+    with pytest.raises(InvalidRequest) as info:
+        next(stream)
+    message = str(info.value)
+    assert message.startswith(
+        "unknown generation option 'temprature' (did you mean 'temperature'?) for hf; "
+        "valid options: "
+    )
+    assert "repetition_penalty" in message
+    assert message.endswith(
+        "(do_sample, max_length, max_new_tokens, num_return_sequences, streamer, temperature "
+        "are set from max_tokens and temperature)"
+    )
 
 
 def test_generation_options_reach_generate(tiny):
@@ -513,3 +564,131 @@ def test_gptq_checkpoint_with_the_torch_kernel(tiny, tiny_dir, tmp_path):
     finally:
         handle.backend.close()
     assert g.output_tokens == 8
+
+
+# -- chat templates and fixed output lengths ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("messages", "formatted", "count"),
+    [(SAY_HELLO, GEMMA_SAY_HELLO, 12), (WITH_SYSTEM, GEMMA_WITH_SYSTEM, 17)],
+)
+def test_the_embedded_model_takes_chat_prompts_in_gemmas_format(
+    embedded, messages, formatted, count
+):
+    backend_ = embedded.backend
+    assert backend_.info()["chat_template"] == "gemma3 (built in for the embedded model)"
+    assert backend_._template.format(messages) == formatted
+    ids = backend_._encode(messages)[0]["input_ids"][0].tolist()
+    tokenizer = backend_._tokenizer
+    assert ids == tokenizer(formatted, add_special_tokens=False)["input_ids"]
+    assert ids[:2] == [tokenizer.bos_token_id, tokenizer.convert_tokens_to_ids("<start_of_turn>")]
+    g = embedded.generate(messages, max_tokens=8)
+    assert g.prompt_tokens == len(ids) == count  # as many as llama.cpp's (test_llamacpp.py)
+    assert 0 < g.output_tokens <= 8
+    assert g.text.strip()
+
+
+def test_a_chat_answer_ends_at_gemmas_end_of_turn(embedded):
+    # The GGUF's generation config knows <eos> only; the template's <end_of_turn> is added.
+    tokenizer = embedded.backend._tokenizer
+    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    kwargs, stop_ids = embedded.backend._generate_kwargs(Request(SAY_HELLO), chat=True)
+    assert stop_ids == {tokenizer.eos_token_id, end_of_turn}
+    assert kwargs["eos_token_id"] == sorted(stop_ids)
+    plain, plain_stops = embedded.backend._generate_kwargs(Request("Hi"), chat=False)
+    assert "eos_token_id" not in plain
+    assert plain_stops == {tokenizer.eos_token_id}
+
+
+def test_ignore_eos_generates_exactly_max_tokens(embedded, tmp_path):
+    # This model's greedy choice is </s> at every step: without ignore_eos nothing comes.
+    handle = load(f"hf:{write_tiny_gguf(tmp_path / 'ends.gguf', eos_first=True)}")
+    try:
+        assert handle.backend.ignore_eos_note() is None
+        stopped = handle.generate("Hello", max_tokens=12)
+        forced = handle.generate("Hello", max_tokens=12, ignore_eos=True)
+        *chunks, usage = list(handle.backend.stream(Request("Hi", max_tokens=5, ignore_eos=True)))
+    finally:
+        handle.backend.close()
+    assert stopped.output_tokens == 0
+    assert forced.output_tokens == 12
+    assert [c.tokens for c in chunks if c.tokens] == [1] * 5  # the streamer counts each one
+    assert isinstance(usage, Usage)
+    assert usage.output_tokens == 5
+    # The base model did not end a chat answer on its own in 8 to 64 tokens; forced: exactly 8.
+    assert embedded.generate(WITH_SYSTEM, max_tokens=8, ignore_eos=True).output_tokens == 8
+
+
+def test_a_llama_cpp_chat_format_by_name(tiny_path):
+    from llama_cpp.llama_chat_format import format_chatml
+
+    formatted = format_chatml(messages=SAY_HELLO).prompt
+    assert "<|im_start|>user\nSay hello.<|im_end|>" in formatted
+    handle = load(f"hf:{tiny_path}?chat_template=chatml")
+    try:
+        g = handle.generate(SAY_HELLO, max_tokens=3)
+        info = handle.backend.info()
+        expected = handle.backend._tokenizer(formatted)["input_ids"]  # the tokenizer's BOS too
+    finally:
+        handle.backend.close()
+    assert expected[0] == BOS_ID
+    assert (g.prompt_tokens, g.output_tokens) == (len(expected), 3)
+    assert info["chat_template"] == "chatml"
+
+
+def test_a_jinja_file_as_chat_template(tiny_path, tmp_path):
+    template = tmp_path / "chat.jinja"
+    template.write_text(
+        "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n"
+        "{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}{{ eos_token }}"
+    )
+    handle = load(f"hf:{tiny_path}?chat_template={template}")
+    try:
+        g = handle.generate(WITH_SYSTEM, max_tokens=3)
+        rendered = handle.backend._template.format(WITH_SYSTEM)
+        info = handle.backend.info()
+        expected = handle.backend._tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    finally:
+        handle.backend.close()
+    assert rendered == "<s>[system] You are terse.\n[user] Say hello.\n[assistant] </s>"
+    # the template wrote the BOS (parsed as the BOS token): none is added in front of it
+    assert expected.count(BOS_ID) == 1
+    assert (g.prompt_tokens, g.output_tokens) == (len(expected), 3)
+    assert info["chat_template"] == str(template)
+
+
+@pytest.mark.parametrize(
+    ("value", "content", "message"),
+    [
+        ("chatmlx", None, r"expected a chat format \(gemma3, .*chatml, .*\) or a path to a Jinja"),
+        ("{tmp}/missing.jinja", None, "no such Jinja file: {tmp}/missing.jinja"),
+        ("{tmp}/bad.jinja", "{{ messages[0] ", "not a valid Jinja template: .*line 1"),
+        ("{tmp}", None, "not a file: {tmp}"),
+    ],
+)
+def test_bad_chat_templates_are_one_line_spec_errors_at_check(tmp_path, value, content, message):
+    value, message = value.format(tmp=tmp_path), message.format(tmp=tmp_path)
+    if content is not None:
+        Path(value).write_text(content)
+    spec = f"hf:gemma3-270m?chat_template={value}"
+    with pytest.raises(SpecError) as info:
+        backend(spec).check()
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"--llm={spec!r}: bad value {value!r} for option 'chat_template': ")
+    assert re.search(message, text), text
+
+
+def test_a_llama_cpp_chat_format_without_llama_cpp_is_refused_at_check(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name == "llama_cpp" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(BackendUnavailable, match=r"chat_template='chatml'.*pip install llama-cpp"):
+        backend("hf:gemma3-270m?chat_template=chatml").check()
+    backend("hf:gemma3-270m?chat_template=gemma3").check()  # shipped: needs no llama_cpp

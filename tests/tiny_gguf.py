@@ -5,7 +5,7 @@ The vocabulary is an SPM ("llama") tokenizer: <unk>, <s>, </s>, the 256 byte-fal
 is a constant that no layer writes to, so after the final RMS norm it is a positive offset that
 the output head turns into a per-token bias: greedy decoding then always picks from a chosen set
 of tokens (ASCII characters, or lone UTF-8 continuation bytes with ``invalid_utf8=True``) and
-never emits </s>.
+never emits </s> (or, with ``eos_first=True``, always does, so generation ends at once).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-__all__ = ["BOS_ID", "EOS_ID", "N_VOCAB", "write_tiny_gguf"]
+__all__ = ["BOS_ID", "CHAT_TEMPLATE", "EOS_ID", "N_VOCAB", "write_tiny_gguf"]
 
 N_EMBD = 64
 N_LAYER = 2
@@ -40,12 +40,21 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
     return tokens, [0.0] * len(tokens), [int(t) for t in types]
 
 
-def write_tiny_gguf(path: Path, *, invalid_utf8: bool = False, seed: int = 0) -> Path:
+def write_tiny_gguf(
+    path: Path,
+    *,
+    invalid_utf8: bool = False,
+    seed: int = 0,
+    chat_template: str | None = CHAT_TEMPLATE,
+    eos_first: bool = False,
+) -> Path:
     """Write the model to ``path`` and return it.
 
     With ``invalid_utf8=True`` greedy generation emits only bytes 0x80..0xBF (lone continuation
     bytes, so no run of them is valid UTF-8); otherwise it emits printable ASCII and spaces.
-    Either way </s> is strongly suppressed, so generation runs until ``max_tokens``.
+    Either way </s> is strongly suppressed, so generation runs until ``max_tokens``; with
+    ``eos_first=True`` it is the greedy choice instead, at every step, so an engine that stops
+    at EOS generates nothing. ``chat_template=None`` leaves the template out of the metadata.
     """
     rng = np.random.default_rng(seed)
 
@@ -74,7 +83,8 @@ def write_tiny_gguf(path: Path, *, invalid_utf8: bool = False, seed: int = 0) ->
     writer.add_unk_token_id(UNK_ID)
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
 
     embd = rand(N_VOCAB, N_EMBD, scale=0.05)
     embd[:, 0] = 1.0  # the constant "bias" channel
@@ -102,7 +112,9 @@ def write_tiny_gguf(path: Path, *, invalid_utf8: bool = False, seed: int = 0) ->
     out = rand(N_VOCAB, N_EMBD, scale=0.5)
     out[:, 0] = -3.0
     out[favoured, 0] = 3.0
-    out[EOS_ID, 0] = -10.0
+    # eos_first: +40 rather than +10, which still lets the favoured tokens win now and then
+    # (llama.cpp gave 9 tokens before </s> for "Hello").
+    out[EOS_ID, 0] = 40.0 if eos_first else -10.0
     writer.add_tensor("output.weight", out)
 
     writer.write_header_to_file()

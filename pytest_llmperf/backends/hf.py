@@ -9,7 +9,11 @@ can be timed on two engines.
 one chunk per generated token, its text decoded incrementally. A token whose text is held back
 (an incomplete UTF-8 sequence) still arrives as ``Chunk("", 1)`` when it is produced; its text
 comes with a later chunk. The end-of-sequence token that stops generation is not counted, as in
-``llamacpp``.
+``llamacpp``; ``Request.ignore_eos`` sets ``min_new_tokens`` to ``max_tokens`` (transformers then
+masks EOS), so exactly ``max_tokens`` tokens come. ``Request.prefix_cache`` needs nothing: each
+``generate`` starts from an empty cache (under ``"bust"`` the harness has put its nonce in the
+prompt already). Chat prompts are formatted with the template that ``chat_template`` selects
+(``_chat_template``): the tokenizer's own by default, Gemma 3's format for the embedded model.
 
 GPTStonks Chat CE's settings map onto options::
 
@@ -30,21 +34,34 @@ from __future__ import annotations
 
 import gc
 import importlib.util
-import queue
-import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from functools import lru_cache
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import BackendUnavailable, GenerationError, InvalidRequest, ModelLoadError, SpecError
+from ..errors import BackendUnavailable, InvalidRequest, ModelLoadError
 from ..models import EMBEDDED_ALIAS, embedded_available, embedded_model_path
 from ..options import Option
 from ..spec import LLMSpec
-from . import Chunk, Message, Request, Usage
-from ._hf_source import WEIGHTS, check_dir, check_gguf, locate, offline
-from ._hf_streamer import TokenStreamer
+from . import Chunk, Message, Request, Usage, check_generation_options
+from ._chat_template import (
+    ChatTemplate,
+    check_chat_template,
+    needs_bos,
+    no_chat_template,
+    resolve_chat_template,
+)
+from ._hf_source import (
+    WEIGHTS,
+    check_cached,
+    check_dir,
+    check_gguf,
+    check_options,
+    gguf_tokenizer,
+    locate,
+    offline,
+)
+from ._hf_streamer import RESERVED_HINT, TokenStreamer, generation_options, run_generate
 
 __all__ = ["HFBackend"]
 
@@ -52,32 +69,6 @@ _INSTALL = (
     "pip install 'pytest-llmperf[hf]' (install torch first, from pytorch.org, so that pip keeps "
     "the CPU or CUDA build that fits this machine)"
 )
-_DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)\Z")
-# Set by ``stream`` itself, or would break one-sequence streaming.
-_RESERVED = frozenset(
-    ("max_new_tokens", "max_length", "do_sample", "temperature", "streamer", "num_return_sequences")
-)
-
-
-@lru_cache(maxsize=2)
-def _gguf_tokenizer(repo: str, gguf_file: str, stamp: tuple[int, int]) -> Any:
-    """Building a tokenizer from GGUF metadata takes 30-50 s for Gemma's 262k vocabulary; specs
-    that differ only in options (dtype=...) share it. ``stamp`` (size, mtime) keys file versions."""
-    import transformers
-
-    return transformers.AutoTokenizer.from_pretrained(
-        repo, gguf_file=gguf_file, local_files_only=True
-    )
-
-
-@lru_cache(maxsize=1)
-def _generation_options() -> frozenset[str]:
-    """What a request's options may set: GenerationConfig's fields, plus generate's hooks."""
-    from transformers import GenerationConfig
-
-    fields = GenerationConfig().to_dict()
-    known = {k for k in fields if not k.startswith("_")} | {"logits_processor", "stopping_criteria"}
-    return frozenset(known - _RESERVED)
 
 
 class HFBackend:
@@ -100,7 +91,15 @@ class HFBackend:
         Option("disable_exllama", bool, False, "GPTQ: the portable torch kernel, not exllama"),
         Option("trust_remote_code", bool, False, "run the model repository's own Python code"),
         Option("revision", str, "", "hub branch, tag or commit; empty = the default branch"),
-        Option("chat", bool, False, "format string prompts with the tokenizer's chat template"),
+        Option("chat", bool, False, "format string prompts with the chat template"),
+        Option(
+            "chat_template",
+            str,
+            "",
+            "chat template: gemma3, a llama-cpp-python chat format (chatml, llama-2, ...; needs "
+            "llama-cpp-python) or a path to a Jinja file; empty = the tokenizer's own (the "
+            "embedded model: gemma3)",
+        ),
         Option("threads", int, 0, "torch.set_num_threads (process-wide); 0 = leave", minimum=0),
         Option("seed", int, 0, "sampling seed (used when temperature > 0)", minimum=0),
     )
@@ -114,6 +113,7 @@ class HFBackend:
         self._tokenizer: Any = None
         self._cuda_peak_mb: float | None = None
         self._tokenizer_reused = False
+        self._template: ChatTemplate | None = None
         self._source, self._repo, self._gguf = locate(spec.model)
 
     @property
@@ -131,7 +131,8 @@ class HFBackend:
         missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
         if missing:
             raise BackendUnavailable(f"hf needs {' and '.join(missing)}: {_INSTALL}")
-        self._check_options()
+        check_options(self.opts, self._where)
+        check_chat_template(self.opts["chat_template"], self._where)
         if self.spec.model == EMBEDDED_ALIAS and not embedded_available():
             embedded_model_path()  # raises with the install hint
         elif self._source == "gguf" and self.spec.model != EMBEDDED_ALIAS:
@@ -139,7 +140,7 @@ class HFBackend:
         elif self._source == "dir":
             check_dir(Path(self._repo))
         elif self._source == "hub" and offline():
-            self._check_cached()
+            check_cached(self._repo, self.opts["revision"] or None)
         needs = ["gguf", "accelerate"] if self._source == "gguf" else []
         if absent := [m for m in needs if importlib.util.find_spec(m) is None]:
             raise BackendUnavailable(
@@ -147,57 +148,9 @@ class HFBackend:
                 f"package: pip install {' '.join(absent)} (or {_INSTALL})"
             )
 
-    def _check_options(self) -> None:
-        o, where = self.opts, f"{self.spec.source}={self.spec.raw or self.spec.text!r}"
-        if not _DEVICE.match(o["device"]):
-            raise SpecError(
-                f"{where}: bad value {o['device']!r} for option 'device': expected cpu, cuda, "
-                "cuda:N, mps or auto"
-            )
-        if o["gptq_bits"] not in (0, 2, 3, 4, 8):
-            raise SpecError(f"{where}: gptq_bits must be 2, 3, 4 or 8 (0 = not GPTQ)")
-        quantizers = [k for k in ("load_in_8bit", "load_in_4bit", "gptq_bits") if o[k]]
-        if len(quantizers) > 1:
-            raise SpecError(f"{where}: choose one of {', '.join(quantizers)}")
-        if needs_cuda := quantizers + [f"device={o['device']}"] * ("cuda" in o["device"]):
-            self._check_cuda(needs_cuda)
-        packages = {"load_in_8bit": "bitsandbytes", "load_in_4bit": "bitsandbytes"}
-        packages |= {"gptq_bits": "optimum gptqmodel", "device_map": "accelerate"}
-        for option, names in packages.items():
-            absent = [n for n in names.split() if importlib.util.find_spec(n) is None]
-            if o[option] and absent:
-                raise BackendUnavailable(
-                    f"{option} needs the {' and '.join(absent)} package: pip install "
-                    + " ".join(absent)
-                )
-
-    def _check_cuda(self, reasons: list[str]) -> None:
-        import torch
-
-        if not torch.cuda.is_available():
-            build = "a CPU-only build" if torch.version.cuda is None else "no GPU visible"
-            raise BackendUnavailable(
-                f"{', '.join(reasons)} needs a CUDA GPU, but torch.cuda.is_available() is False "
-                f"here (torch {torch.__version__}: {build}); run on a machine with an NVIDIA "
-                "GPU and a CUDA build of torch, or drop the option"
-            )
-        device = self.opts["device"]
-        if int(device.partition(":")[2] or 0) >= torch.cuda.device_count():
-            raise BackendUnavailable(
-                f"device={device}, but only {torch.cuda.device_count()} CUDA device(s) are visible"
-            )
-
-    def _check_cached(self) -> None:
-        from huggingface_hub import try_to_load_from_cache
-
-        revision = self.opts["revision"] or None
-        if not isinstance(
-            try_to_load_from_cache(self._repo, "config.json", revision=revision), str
-        ):
-            raise BackendUnavailable(
-                f"HF_HUB_OFFLINE is set and {self._repo!r} is not in the local Hugging Face "
-                f"cache; download it first (hf download {self._repo}) or unset HF_HUB_OFFLINE"
-            )
+    @property
+    def _where(self) -> str:
+        return f"{self.spec.source}={self.spec.raw or self.spec.text!r}"
 
     # -- load: once per session, timed -----------------------------------------------------
 
@@ -224,10 +177,10 @@ class HFBackend:
             if self._gguf:
                 stat = Path(self._repo, self._gguf).stat()
                 stamp = (stat.st_size, stat.st_mtime_ns)
-                hits = _gguf_tokenizer.cache_info().hits
-                tokenizer = _gguf_tokenizer(self._repo, self._gguf, stamp)
+                hits = gguf_tokenizer.cache_info().hits
+                tokenizer = gguf_tokenizer(self._repo, self._gguf, stamp)
                 # Reported: this load_s then leaves out the tokenizer build.
-                self._tokenizer_reused = _gguf_tokenizer.cache_info().hits > hits
+                self._tokenizer_reused = gguf_tokenizer.cache_info().hits > hits
             else:
                 tokenizer = transformers.AutoTokenizer.from_pretrained(self._repo, **common)
             model = transformers.AutoModelForCausalLM.from_pretrained(
@@ -242,6 +195,28 @@ class HFBackend:
         except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
             raise ModelLoadError(f"transformers could not load {what}: {exc}") from exc
         self._tokenizer, self._model = tokenizer, model.eval()
+        self._resolve_template()
+
+    def _resolve_template(self) -> None:
+        tok = self._tokenizer
+        model = None
+        if tok.chat_template:
+            # The tokenizer's own template, rendered by transformers itself.
+            def own(messages: list[dict[str, Any]]) -> str:
+                return str(
+                    tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+                )
+
+            model = ChatTemplate("model", own)
+        self._template = resolve_chat_template(
+            self.opts["chat_template"],
+            where=self._where,
+            model=model,
+            embedded=self.spec.model == EMBEDDED_ALIAS,
+            bos=tok.bos_token or "",
+            eos=tok.eos_token or "",
+            tokenize=lambda text: tok.encode(text, add_special_tokens=False),
+        )
 
     def _resolve_device(self, torch: Any) -> str:
         device = str(self.opts["device"])
@@ -275,8 +250,11 @@ class HFBackend:
 
         if request.max_tokens < 1:
             raise InvalidRequest(f"max_tokens must be >= 1, got {request.max_tokens}")
-        kwargs = self._generate_kwargs(request)
-        inputs = self._encode(request.prompt)
+        check_generation_options(
+            self.kind, request.options, self.generation_options(), hint=RESERVED_HINT
+        )
+        inputs, chat = self._encode(request.prompt)
+        kwargs, stop_ids = self._generate_kwargs(request, chat=chat)
         prompt_len = int(inputs["input_ids"].shape[-1])
         limit = getattr(self._model.config, "max_position_embeddings", None)
         if limit and prompt_len + request.max_tokens > limit:
@@ -286,19 +264,20 @@ class HFBackend:
             )
         if request.temperature > 0:
             torch.manual_seed(self.opts["seed"] if request.seed is None else request.seed)
-        eos = self._model.generation_config.eos_token_id
-        stop_ids = frozenset([eos] if isinstance(eos, int) else eos or ())
         streamer = TokenStreamer(self._tokenizer, stop_ids)
         cuda = self._model.device if self._model.device.type == "cuda" else None
         if cuda is not None:
             torch.cuda.reset_peak_memory_stats(cuda)
         thread = threading.Thread(
-            target=self._run, args=(inputs, kwargs, streamer), name="llmperf-hf", daemon=True
+            target=run_generate,
+            args=(self._model, inputs, kwargs, streamer),
+            name="llmperf-hf",
+            daemon=True,
         )
         produced = 0
         thread.start()
         try:
-            while (item := self._next(streamer)) is not None:
+            while (item := streamer.next(self.stall_timeout_s)) is not None:
                 produced += item[1]
                 yield Chunk(*item)
         finally:
@@ -309,66 +288,52 @@ class HFBackend:
             peak = self._cuda_peak_mb = torch.cuda.max_memory_allocated(cuda) / 2**20
         yield Usage(prompt_len, "engine", output_tokens=produced, accelerator_peak_mb=peak)
 
-    def _generate_kwargs(self, request: Request) -> dict[str, Any]:
-        if unknown := set(request.options) - _generation_options():
-            raise InvalidRequest(
-                f"unknown or reserved generation option(s) for hf: {', '.join(sorted(unknown))}; "
-                "valid: any GenerationConfig field (top_k, top_p, repetition_penalty, "
-                "min_new_tokens, ...) but " + ", ".join(sorted(_RESERVED))
-            )
+    def generation_options(self) -> Collection[str]:
+        return generation_options()
+
+    def ignore_eos_note(self) -> str | None:
+        return None  # honoured: min_new_tokens, see _generate_kwargs
+
+    def _generate_kwargs(
+        self, request: Request, *, chat: bool
+    ) -> tuple[dict[str, Any], frozenset[int]]:
+        """``generate``'s keywords, and the token ids the streamer leaves uncounted."""
         kwargs: dict[str, Any] = {"max_new_tokens": request.max_tokens, **request.options}
         kwargs["do_sample"] = request.temperature > 0
         if kwargs["do_sample"]:
             kwargs["temperature"] = request.temperature
         pad = self._tokenizer.pad_token_id
         kwargs.setdefault("pad_token_id", pad if pad is not None else self._tokenizer.eos_token_id)
-        return kwargs
+        eos = kwargs.get("eos_token_id", self._model.generation_config.eos_token_id)
+        stop_ids = frozenset([eos] if isinstance(eos, int) else eos or ())
+        turn_end = self._template.stop_ids if chat and self._template else frozenset()
+        if not turn_end <= stop_ids:
+            # A GGUF's generation config knows EOS only; a chat answer ends at the template's
+            # end-of-turn token too, as llama.cpp (which counts it as end-of-generation) ends it.
+            stop_ids |= turn_end
+            kwargs["eos_token_id"] = sorted(stop_ids)
+        if request.ignore_eos:
+            # transformers masks every eos_token_id until min_new_tokens are out and stops at
+            # max_new_tokens: exactly max_tokens tokens, each of them counted.
+            kwargs["min_new_tokens"] = request.max_tokens
+            stop_ids = frozenset()
+        return kwargs, stop_ids
 
-    def _encode(self, prompt: str | Sequence[Message]) -> dict[str, Any]:
+    def _encode(self, prompt: str | Sequence[Message]) -> tuple[dict[str, Any], bool]:
+        """The model's inputs, and whether a chat template formatted the prompt."""
         tok = self._tokenizer
-        if isinstance(prompt, str) and not self.opts["chat"]:
+        chat = not isinstance(prompt, str) or self.opts["chat"]
+        if not chat:
             encoded = tok(prompt, return_tensors="pt")
-        elif not tok.chat_template:
-            raise InvalidRequest(
-                f"{self.spec.short_id}: the tokenizer has no chat template, so it cannot take "
-                "chat messages or chat=true; pass a plain string prompt"
-            )
+        elif self._template is None:
+            raise no_chat_template(self.spec)
         else:
-            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-            try:
-                encoded = tok.apply_chat_template(
-                    [dict(m) for m in messages],
-                    add_generation_prompt=True,
-                    tokenize=True,
-                    return_dict=True,
-                    return_tensors="pt",
-                )
-            except Exception as exc:  # jinja2's TemplateError too, without importing jinja2
-                raise InvalidRequest(f"the chat template failed: {exc}") from exc
+            text = self._template.format(prompt)
+            add_bos = needs_bos(text, tok.bos_token or "")
+            encoded = tok(text, add_special_tokens=add_bos, return_tensors="pt")
         device = self._model.device
-        return {k: encoded[k].to(device) for k in ("input_ids", "attention_mask") if k in encoded}
-
-    def _next(self, streamer: TokenStreamer) -> tuple[str, int] | None:
-        try:
-            item = streamer.queue.get(timeout=self.stall_timeout_s)
-        except queue.Empty:
-            raise GenerationError(
-                f"transformers produced no token for {self.stall_timeout_s:g} s; the generation "
-                "thread looks stuck"
-            ) from None
-        if isinstance(item, BaseException):
-            raise GenerationError(
-                f"transformers failed while generating: {type(item).__name__}: {item}"
-            ) from item
-        return item
-
-    def _run(self, inputs: dict[str, Any], kwargs: dict[str, Any], streamer: TokenStreamer) -> None:
-        try:
-            self._model.generate(**inputs, **kwargs, streamer=streamer)
-        except BaseException as exc:  # handed to the consumer, which raises it
-            streamer.queue.put(exc)
-        else:
-            streamer.queue.put(None)
+        inputs = {k: encoded[k].to(device) for k in ("input_ids", "attention_mask") if k in encoded}
+        return inputs, chat
 
     # -- reporting and cleanup -------------------------------------------------------------
 
@@ -389,6 +354,7 @@ class HFBackend:
             #: after the latest generation on CUDA; the session records info() once, at load
             "cuda_peak_memory_mb": self._cuda_peak_mb,
             "tokenizer_reused": self._tokenizer_reused,
+            "chat_template": self._template.source if self._template else None,
         }
 
     def close(self) -> None:

@@ -4,6 +4,12 @@ Generation drives ``Llama.generate`` token by token rather than ``create_complet
 chunk per sampled token (exact counts even where text is held back for an incomplete UTF-8
 sequence), and the KV cache is cleared before every request so each run pays its full prefill
 (llama-cpp-python otherwise reuses a matching prompt prefix and TTFT would measure nothing).
+That is also why ``Request.prefix_cache`` needs nothing here: every request pays its prefill
+whatever the mode (under ``"bust"`` the harness has put its nonce in the prompt already).
+
+Chat prompts (and string prompts with ``chat=true``) are formatted with the template that
+``chat_template`` selects (see ``_chat_template``): the GGUF's own by default, Gemma 3's format
+for the embedded model, whose GGUF has none.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import codecs
 import importlib.util
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,11 +25,20 @@ from ..errors import BackendUnavailable, GenerationError, InvalidRequest, ModelL
 from ..models import EMBEDDED_ALIAS, check_gguf_file, embedded_available, embedded_model_path
 from ..options import Option
 from ..spec import LLMSpec
-from . import Chunk, Message, Request, Usage
+from . import Chunk, Message, Request, Usage, check_generation_options
+from ._chat_template import (
+    ChatTemplate,
+    check_chat_template,
+    needs_bos,
+    no_chat_template,
+    resolve_chat_template,
+)
 
 __all__ = ["LlamaCppBackend"]
 
 _INSTALL = "pip install 'pytest-llmperf[llamacpp]'"
+#: What a request's ``options`` may set: the sampler's knobs ``Llama.generate`` takes.
+_GENERATION_OPTIONS = frozenset(("top_k", "top_p", "repeat_penalty", "min_p"))
 
 
 def _usable_cpus() -> int:
@@ -42,7 +57,15 @@ class LlamaCppBackend:
         Option("n_batch", int, 512, "prompt tokens evaluated per batch", minimum=1),
         Option("n_gpu_layers", int, 0, "layers offloaded to the GPU; -1 = all", minimum=-1),
         Option("seed", int, 0, "sampling seed (used when temperature > 0)", minimum=0),
-        Option("chat", bool, False, "format string prompts with the model's chat template"),
+        Option("chat", bool, False, "format string prompts with the chat template"),
+        Option(
+            "chat_template",
+            str,
+            "",
+            "chat template: a llama-cpp-python chat format (chatml, gemma, llama-2, ...), "
+            "gemma3, or a path to a Jinja file; empty = the model's own (the embedded model: "
+            "gemma3)",
+        ),
         Option("top_k", int, 40, "top-k sampling (temperature > 0)", minimum=0),
         Option("top_p", float, 0.95, "top-p sampling (temperature > 0)", minimum=0.0),
     )
@@ -52,6 +75,8 @@ class LlamaCppBackend:
         self.opts = dict(options)
         self._llm: Any = None
         self._path: Path | None = None
+        self._template: ChatTemplate | None = None
+        self._bos = ""
 
     @property
     def model_file(self) -> Path | None:
@@ -60,6 +85,7 @@ class LlamaCppBackend:
     def check(self) -> None:
         if importlib.util.find_spec("llama_cpp") is None:
             raise BackendUnavailable(f"llamacpp needs llama-cpp-python: {_INSTALL}")
+        check_chat_template(self.opts["chat_template"], self._where)
         if self.opts["n_gpu_layers"] != 0:
             self._check_gpu_offload()
         if self.spec.model == EMBEDDED_ALIAS:
@@ -67,6 +93,10 @@ class LlamaCppBackend:
                 embedded_model_path()  # raises with the install hint
             return
         check_gguf_file(Path(self.spec.model).expanduser())
+
+    @property
+    def _where(self) -> str:
+        return f"{self.spec.source}={self.spec.raw or self.spec.text!r}"
 
     def _check_gpu_offload(self) -> None:
         # A CPU-only build ignores n_gpu_layers silently; CPU figures labelled as GPU would be a
@@ -110,34 +140,52 @@ class LlamaCppBackend:
                 "Is it a complete GGUF file (not truncated) of an architecture this "
                 "llama-cpp-python supports?"
             ) from exc
+        self._resolve_template()
 
-    def _prompt_tokens(self, prompt: str | Sequence[Message]) -> list[int]:
-        llm = self._llm
-        if isinstance(prompt, str) and not self.opts["chat"]:
-            return list(llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False))
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        text = self._chat_formatter()(messages=list(messages)).prompt
-        bos = llm.detokenize([llm.token_bos()], special=True).decode("utf-8", "replace")
-        add_bos = not (bos and text.startswith(bos))
-        return list(llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
-
-    def _chat_formatter(self) -> Any:
+    def _resolve_template(self) -> None:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         llm = self._llm
-        template = llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise InvalidRequest(
-                f"{self.spec.short_id}: the model has no chat template, so it cannot take chat "
-                "messages or chat=true; pass a plain string prompt"
-            )
-
-        def token_text(tok: int) -> str:
-            return str(llm.detokenize([tok], special=True).decode("utf-8", "replace"))
-
-        return Jinja2ChatFormatter(
-            template, eos_token=token_text(llm.token_eos()), bos_token=token_text(llm.token_bos())
+        bos, eos = self._token_text(llm.token_bos()), self._token_text(llm.token_eos())
+        self._bos = bos
+        model = None
+        if own := llm.metadata.get("tokenizer.chat_template"):
+            # The GGUF's own template, rendered as llama-cpp-python's create_chat_completion does.
+            formatter: Any = Jinja2ChatFormatter(own, eos_token=eos, bos_token=bos)
+            model = ChatTemplate("model", lambda m: str(formatter(messages=m).prompt))
+        self._template = resolve_chat_template(
+            self.opts["chat_template"],
+            where=self._where,
+            model=model,
+            embedded=self.spec.model == EMBEDDED_ALIAS,
+            bos=bos,
+            eos=eos,
+            tokenize=lambda text: llm.tokenize(text.encode("utf-8"), add_bos=False, special=True),
         )
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:  # the vocabulary has no such token
+            return ""
+        return str(self._llm.detokenize([token], special=True).decode("utf-8", "replace"))
+
+    def _prompt_tokens(self, prompt: str | Sequence[Message]) -> tuple[list[int], bool]:
+        """The prompt's tokens, and whether a chat template formatted it."""
+        llm = self._llm
+        if isinstance(prompt, str) and not self.opts["chat"]:
+            return list(llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)), False
+        if self._template is None:
+            raise no_chat_template(self.spec)
+        text = self._template.format(prompt)
+        tokens = llm.tokenize(
+            text.encode("utf-8"), add_bos=needs_bos(text, self._bos), special=True
+        )
+        return list(tokens), True
+
+    def generation_options(self) -> Collection[str]:
+        return _GENERATION_OPTIONS
+
+    def ignore_eos_note(self) -> str | None:
+        return None  # honoured: see stream
 
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
         import llama_cpp
@@ -145,13 +193,11 @@ class LlamaCppBackend:
         llm = self._llm
         if request.max_tokens < 1:
             raise InvalidRequest(f"max_tokens must be >= 1, got {request.max_tokens}")
-        unknown = set(request.options) - {"top_k", "top_p", "repeat_penalty", "min_p"}
-        if unknown:
-            raise InvalidRequest(
-                f"unknown generation option(s) for llamacpp: {', '.join(sorted(unknown))}; "
-                "valid: min_p, repeat_penalty, top_k, top_p"
-            )
-        tokens = self._prompt_tokens(request.prompt)
+        check_generation_options(self.kind, request.options, self.generation_options())
+        tokens, chat = self._prompt_tokens(request.prompt)
+        # A template's end-of-turn token ends a chat answer; llama.cpp counts most such tokens
+        # as end-of-generation already, the template's stop_ids cover the rest.
+        stop_ids = self._template.stop_ids if chat and self._template else frozenset()
         n_ctx = int(llm.n_ctx())
         if len(tokens) + request.max_tokens > n_ctx:
             raise InvalidRequest(
@@ -174,7 +220,13 @@ class LlamaCppBackend:
         yield Usage(prompt_tokens=len(tokens), token_source="engine")
         try:
             for token in llm.generate(tokens, temp=request.temperature, reset=False, **sampling):
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                # ignore_eos keeps generating past end-of-generation tokens, counting them like
+                # any other (as vLLM's ignore_eos does) rather than banning them from sampling:
+                # a ban needs a logits processor that copies the whole vocabulary's logits into
+                # Python at every step, a cost inside the very decode loop being timed.
+                if not request.ignore_eos and (
+                    token in stop_ids or llama_cpp.llama_vocab_is_eog(vocab, token)
+                ):
                     break
                 produced += 1
                 yield Chunk(decoder.decode(llm.detokenize([token])), 1)
@@ -194,6 +246,7 @@ class LlamaCppBackend:
             "library_version": llama_cpp.__version__,
             "options": self.opts,
             "n_threads_effective": self.opts["n_threads"] or _usable_cpus(),
+            "chat_template": self._template.source if self._template else None,
         }
 
     def close(self) -> None:
