@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, overload
 
 import pytest
 
+from ._load_args import (
+    default_requests,
+    is_sweep,
+    load_params,
+    point_label,
+    prompt_list,
+    sweep_values,
+    workload_keywords,
+)
 from ._loadgen import LoadPoint, LoadRun, run_load
 from .backends import AsyncCapable, Prompt, Request
 from .baseline import bench_id
@@ -18,7 +26,7 @@ from .errors import GenerationError, LLMPerfWarning
 from .gate import Verdict
 from .harness import LLMHandle
 from .limits import check_load_arguments
-from .load import LoadResult, error_limit_message, gate_load, relative_label
+from .load import LoadResult, empty_message, error_limit_message, gate_load, relative_label
 from .session import get_session
 from .suite import LOAD_POINTS_ATTR
 
@@ -86,37 +94,21 @@ def planned_load_comparisons(item: pytest.Item) -> int:
     return COMPARISONS_PER_POINT * int(points)
 
 
-def prompt_list(prompts: Prompt | Sequence[Prompt]) -> list[Prompt]:
-    """One prompt (a string or a chat) or several; requests cycle through them in order."""
-    if isinstance(prompts, str):
-        return [prompts]
-    items: list[Any] = list(prompts)
-    if not items:
-        raise ValueError("llm_load needs at least one prompt")
-    if all(isinstance(p, Mapping) for p in items):
-        return [items]  # one chat: a list of messages
-    return items
-
-
-def _sweep(value: Any, name: str, kind: type) -> list[Any]:
-    if value is None:
-        return [None]
-    values = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not values or not all(isinstance(v, kind | int) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"{name} takes a number or a list of numbers, got {value!r}")
-    return values
-
-
 class Load:
     """``llm_load(prompts, *, concurrency=1, rate=None, requests=None, duration=None,
-    max_tokens=64, name=None, warmup=None, seed=0, temperature=0.0, **options)``.
+    max_tokens=64, name=None, warmup=None, seed=0, temperature=0.0, ignore_eos=None,
+    prefix_cache=None, **options)``.
 
     ``concurrency`` (closed loop) or ``rate`` (open loop, Poisson arrivals, requests/s) may be a
     list: one result per value, in order. With both, ``rate`` sweeps and ``concurrency`` caps
     requests in flight. ``requests`` defaults to ``max(32, 4 x concurrency)`` (closed) or 32
     (open) unless ``duration`` bounds the point instead. ``warmup`` requests (default: the
-    point's concurrency, at most 16) are sent together first and not measured. Returns the list
-    of :class:`~pytest_llmperf.load.LoadResult`.
+    point's concurrency, at most 16) are sent together first and not measured.
+    ``ignore_eos`` and ``prefix_cache`` default to the spec's (``?ignore_eos=true``,
+    ``?prefix_cache=bust``); under ``"bust"`` every request sent, warm-up included, starts with
+    its own nonce. Returns one :class:`~pytest_llmperf.load.LoadResult` for one point (a number
+    or nothing in ``concurrency`` and ``rate``), a list of them for a sweep (a list, even of
+    one value).
     """
 
     def __init__(
@@ -132,6 +124,65 @@ class Load:
         self._budget = planned_load_comparisons(item)
         self._claimed = 0
 
+    # A sweep (a list in concurrency or rate) gives a list; one point gives one result, so
+    # ``llm_load(p, concurrency=4).stats["ttft_s"].p95`` type-checks as it runs.
+    @overload
+    def __call__(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        *,
+        concurrency: Sequence[int],
+        rate: float | None = None,
+        requests: int | None = None,
+        duration: float | None = None,
+        max_tokens: int = DEFAULT_LOAD_MAX_TOKENS,
+        name: str | None = None,
+        warmup: int | None = None,
+        seed: int = 0,
+        temperature: float = 0.0,
+        ignore_eos: bool | None = None,
+        prefix_cache: str | None = None,
+        **options: Any,
+    ) -> list[LoadResult]: ...
+
+    @overload
+    def __call__(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        *,
+        concurrency: int | None = None,
+        rate: Sequence[float],
+        requests: int | None = None,
+        duration: float | None = None,
+        max_tokens: int = DEFAULT_LOAD_MAX_TOKENS,
+        name: str | None = None,
+        warmup: int | None = None,
+        seed: int = 0,
+        temperature: float = 0.0,
+        ignore_eos: bool | None = None,
+        prefix_cache: str | None = None,
+        **options: Any,
+    ) -> list[LoadResult]: ...
+
+    @overload
+    def __call__(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        *,
+        concurrency: int | None = None,
+        rate: float | None = None,
+        requests: int | None = None,
+        duration: float | None = None,
+        max_tokens: int = DEFAULT_LOAD_MAX_TOKENS,
+        name: str | None = None,
+        warmup: int | None = None,
+        seed: int = 0,
+        temperature: float = 0.0,
+        ignore_eos: bool | None = None,
+        prefix_cache: str | None = None,
+        **options: Any,
+    ) -> LoadResult: ...
+
     def __call__(
         self,
         prompts: Prompt | Sequence[Prompt],
@@ -145,11 +196,16 @@ class Load:
         warmup: int | None = None,
         seed: int = 0,
         temperature: float = 0.0,
+        ignore_eos: bool | None = None,
+        prefix_cache: str | None = None,
         **options: Any,
-    ) -> list[LoadResult]:
+    ) -> LoadResult | list[LoadResult]:
         reason = no_server_reason(self.handle.backend)
         if reason is not None:
             pytest.skip(reason)
+        # First of all: a misspelt keyword (``procesess=2``) lands in ``options``, and a server
+        # would ignore it; the test fails with one line naming the valid ones, nothing sent.
+        self.handle.check_options(options)
         self._calls += 1
         prompt_items = prompt_list(prompts)
         # The same bounds as a YAML load: case, before any request (a ValueError fails the test).
@@ -164,34 +220,36 @@ class Load:
             temperature=temperature,
             options=options,
         )
-        rates = _sweep(rate, "rate", float)
-        concurrencies = _sweep(concurrency, "concurrency", int)
+        eos, cache = workload_keywords(self.handle.workload_defaults, ignore_eos, prefix_cache)
+        rates = sweep_values(rate, "rate", float)
+        concurrencies = sweep_values(concurrency, "concurrency", int)
         if rate is None and concurrency is None:
             concurrencies = [1]
         if len(rates) > 1 and len(concurrencies) > 1:
             raise ValueError("sweep concurrency or rate, not both (give one of them as a list)")
         points = [
-            LoadPoint(c, r, _default_requests(c, r, requests, duration), duration, seed)
+            LoadPoint(c, r, default_requests(c, r, requests, duration), duration, seed)
             for r in rates
             for c in concurrencies
         ]
+        # The prompts as written: under prefix_cache="bust" the load generator puts a fresh
+        # nonce in front of each request as it sends it (see _loadgen).
         request_list = [
-            Request(p, max_tokens, temperature, None, dict(options)) for p in prompt_items
+            Request(p, max_tokens, temperature, None, dict(options), eos, cache)
+            for p in prompt_items
         ]
         base = name if name is not None else ("load" if self._calls == 1 else f"load{self._calls}")
         self._claim(len(points))
         results: list[LoadResult] = []
         for point in points:
-            result = self._point(
-                base, point, request_list, warmup, prompt_items, max_tokens, temperature
-            )
+            result = self._point(base, point, request_list, warmup, prompt_items)
             results.append(result)
             if result.failure is not None:
                 # As llm_bench: the rest of the sweep would measure survivors too.
                 self._warn(results, stacklevel=3)
                 raise GenerationError(f"{result.name}: {result.failure}")
         self._finish(results)
-        return results
+        return results if is_sweep(concurrency) or is_sweep(rate) else results[0]
 
     def _claim(self, points: int) -> None:
         """Count this call's comparisons; beyond what collection planned for the test (a
@@ -211,16 +269,22 @@ class Load:
         requests: list[Request],
         warmup: int | None,
         prompts: list[Prompt],
-        max_tokens: int,
-        temperature: float,
     ) -> LoadResult:
         settings = self._session.settings
-        label = f"rate={point.rate:g}" if point.rate is not None else f"c={point.concurrency}"
-        if point.rate is not None and point.concurrency is not None:
-            label += f",c={point.concurrency}"
-        name = f"{base}[{label}]"
+        name = f"{base}[{point_label(point)}]"
         n_warm = min(point.limit, _MAX_WARMUP) if warmup is None else int(warmup)
-        params = _params(point, prompts, max_tokens, temperature, requests[0].options, n_warm)
+        # Every request of a call shares its sampling and workload keywords; the first says them.
+        shape = requests[0]
+        params = load_params(
+            point,
+            prompts,
+            shape.max_tokens,
+            shape.temperature,
+            shape.options,
+            n_warm,
+            ignore_eos=shape.ignore_eos,
+            prefix_cache=shape.prefix_cache,
+        )
         reference = self._session.reference_for(
             self.handle, bench_id(self._item.nodeid, name), params
         )
@@ -236,15 +300,19 @@ class Load:
             run,
             dict(settings.slo),
             warmup=n_warm,
+            ignore_eos=shape.ignore_eos,
+            max_tokens=shape.max_tokens,
         )
-        result.failure = error_limit_message(run, settings.max_error_rate)
+        result.failure = error_limit_message(run, settings.max_error_rate) or empty_message(
+            run, shape.ignore_eos
+        )
         other = None if reference is None or reference.refused else reference.handle
         if other is not None and result.failure is None:
             result.reference_run = self._measure(other, requests, point, n_warm)
             whose = f"the reference {other.id}: "
             result.failure = error_limit_message(
                 result.reference_run, settings.max_error_rate, whose
-            )
+            ) or empty_message(result.reference_run, shape.ignore_eos, whose)
         if reference is not None and (reference.refused or result.failure) is not None:
             result.gate = {
                 "verdict": Verdict.REFUSED,
@@ -259,7 +327,8 @@ class Load:
                 dict(settings.tolerances), settings.alpha / planned, planned, settings.confirm
             )
             result.gate = gate_load(run, reference, policy, result.reference_run)
-        result.warnings = result.bottleneck_warnings()
+        short = result.short_warning(_eos_note(self.handle))
+        result.warnings = [*result.bottleneck_warnings(), *filter(None, [short])]
         self._record(result)
         return result
 
@@ -306,37 +375,8 @@ def _relative(reference: Reference, other: LLMHandle) -> Reference:
     return dataclasses.replace(reference, label=relative_label(other.id), refused=refused)
 
 
-def _default_requests(
-    concurrency: int | None, rate: float | None, requests: int | None, duration: float | None
-) -> int | None:
-    if requests is not None or duration is not None:
-        return requests
-    if rate is None and concurrency is not None:
-        return max(32, 4 * concurrency)
-    return 32
-
-
-def _params(
-    point: LoadPoint,
-    prompts: list[Prompt],
-    max_tokens: int,
-    temperature: float,
-    options: Mapping[str, Any],
-    warmup: int,
-) -> dict[str, Any]:
-    """JSON-safe parameters; a stored baseline compares only with equal ones."""
-    params = {
-        "prompts": [p if isinstance(p, str) else [dict(m) for m in p] for p in prompts],
-        "max_tokens": max_tokens,
-        "temperature": temperature,
-        "options": dict(options),
-        "mode": point.mode,
-        "concurrency": point.concurrency,
-        "rate": point.rate,
-        "requests": point.requests,
-        "duration": point.duration,
-        "seed": point.seed,
-        "warmup": warmup,
-    }
-    normal: dict[str, Any] = json.loads(json.dumps(params, default=repr))
-    return normal
+def _eos_note(handle: LLMHandle) -> str | None:
+    """Why the backend cannot honour ``ignore_eos`` (its optional ``ignore_eos_note``), if so."""
+    method = getattr(handle.backend, "ignore_eos_note", None)
+    note: str | None = None if method is None else method()
+    return note

@@ -55,9 +55,25 @@ def _row(r: dict[str, Any]) -> list[str]:
     ]
 
 
+#: Counts of generations that came back empty or (under ignore_eos) short: columns only where
+#: some row has one, so the usual table stays as narrow as before. Files written before the
+#: counts existed have neither key.
+_COUNTS = ("empty", "short")
+
+
 def format_load_table(results: Sequence[dict[str, Any]], width: int = 100) -> list[str]:
-    """Times in ms; goodput under ``--llm-slo``; conc is the concurrency actually achieved."""
-    rows = [_row(r) for r in results if r.get("load")]
-    if not rows:
+    """Times in ms; goodput under ``--llm-slo``; conc is the concurrency actually achieved;
+    empty and short generations where there are any."""
+    loads = [r for r in results if r.get("load")]
+    if not loads:
         return []
-    return render(_HEADER, rows, width, {0, 1, len(_HEADER) - 1})
+    rows = [_row(r) for r in loads]
+    header = list(_HEADER)
+    for key in _COUNTS:
+        counts = [r["load"].get(key) or 0 for r in loads]
+        if any(counts):
+            at = len(header) - 1  # before the verdict
+            header.insert(at, key)
+            for row, count in zip(rows, counts, strict=True):
+                row.insert(at, str(count))
+    return render(header, rows, width, {0, 1, len(header) - 1})

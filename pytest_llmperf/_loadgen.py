@@ -18,6 +18,10 @@ loop sleeps to within ~1 ms of an arrival and then yields (``sleep(0)``) until i
 because ``epoll`` rounds timeouts up to whole milliseconds; that spin keeps the core busy by
 design, so its wall and CPU time are measured and left out of ``cpu_share``.
 
+A request whose ``prefix_cache`` is ``"bust"`` gets a fresh nonce in front of its prompt as it
+is sent (warm-up included), before its clock starts: no two requests share a prefix the
+server could serve from its prompt cache.
+
 A request's token events are its chunks' token counts, rescaled to its output-token total when
 the server reported a different one at the end (see :func:`token_events`).
 
@@ -30,6 +34,7 @@ after it) or both, and each request by its backend's own timeouts.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import random
 import threading
@@ -41,6 +46,7 @@ from typing import Any, TypeVar
 from .backends import AsyncStreamer, Chunk, Request, Usage
 from .errors import TransientError
 from .harness import Generation, derive, spread_tokens
+from .prefix_cache import Nonces, with_nonce
 
 __all__ = [
     "LoadPoint",
@@ -218,9 +224,15 @@ class _Driver:
         #: The first error that is not transient: it ends the run.
         self.fatal: Exception | None = None
         self.spin = Spin()
+        self.nonces = Nonces()
 
     async def one(self, index: int, scheduled_ns: int, slot_ns: int | None = None) -> None:
         request = self.requests[index % len(self.requests)]
+        if request.prefix_cache == "bust":
+            # Here, per request sent, not once per prompt: requests cycle through the prompts,
+            # and a repeated prompt would hit the cache its first send filled. Before t0.
+            prompt = with_nonce(request.prompt, self.nonces.next())
+            request = dataclasses.replace(request, prompt=prompt)
         clock = time.perf_counter_ns
         stamps: list[int] = []
         items: list[Chunk | Usage] = []

@@ -52,7 +52,7 @@ BENCH_ONLY_KEYS = (
     "tolerance",
 )
 #: ``llm_load``'s keyword arguments: a backend option may not have one of these names.
-_LOAD_ARGS = (*LOAD_KEYS, "name", "temperature")
+_LOAD_ARGS = (*LOAD_KEYS, "name", "temperature", "ignore_eos", "prefix_cache")
 
 
 @dataclass(frozen=True)

@@ -33,37 +33,30 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
+from ._load_gate import gate_load, judge_tail
 from ._loadgen import LoadRun
-from .bench import _MIN_ERRORS_ALLOWED, _generation_json
-from .compare import GatePolicy, Reference, outcome
-from .gate import (
-    MetricVerdict,
-    Verdict,
-    check_inputs,
-    drift_allowance,
-    judge_metric,
-    undecidable,
-)
-from .harness import Generation, metric_values
+from .bench import _MIN_ERRORS_ALLOWED, EMPTY_HINT, METRICS, _generation_json
+from .harness import Generation
 from .load_metrics import (
     achieved_concurrency,
     goodput,
     lag_summary,
+    output_counts,
+    run_samples,
     slot_wait_summary,
-    tail_decidable,
-    tail_pvalues,
-    tail_ratio_ci,
     window_throughput,
 )
-from .stats import percentile, summarize
+from .stats import Summary, summarize
 
 __all__ = [
+    "EMPTY_HINT",
     "LOAD_METRICS",
     "LoadResult",
+    "empty_message",
     "error_limit_message",
     "gate_load",
     "judge_tail",
@@ -90,9 +83,6 @@ LOAD_METRICS = (
 LAG_WARN_S = 0.001
 #: Client CPU over wall time above this: the generator saturates its core.
 CPU_WARN_SHARE = 0.9
-#: A load run's drift within the run is its effect, not noise: no samples are held to the
-#: no-trend rule of :func:`~pytest_llmperf.gate.judge_metric` (its ``trend_of``).
-_NO_TREND_RULE: tuple[float, ...] = ()
 
 
 @dataclass
@@ -110,9 +100,13 @@ class LoadResult:
     gate: dict[str, Any] | None = None
     reference_run: LoadRun | None = None
     warnings: list[str] = field(default_factory=list)
-    #: Why the point cannot stand as a measurement (too many failed requests, here or in the
-    #: reference run); ``llm_load`` then errors the test.
+    #: Why the point cannot stand as a measurement (too many failed requests, or every
+    #: generation empty, here or in the reference run); ``llm_load`` then errors the test.
     failure: str | None = None
+    #: The call's ``ignore_eos`` and ``max_tokens``: a generation shorter than asked is then
+    #: counted as ``short`` (the server did not honour it, or stopped for another reason).
+    ignore_eos: bool = False
+    max_tokens: int | None = None
 
     @property
     def generations(self) -> list[Generation]:
@@ -125,6 +119,20 @@ class LoadResult:
     def samples(self, metric: str) -> list[float]:
         return run_samples(self.run, metric)
 
+    @cached_property
+    def stats(self) -> dict[str, Summary]:
+        """One :class:`~pytest_llmperf.stats.Summary` per metric: ``llm_bench``'s metrics
+        (:data:`~pytest_llmperf.bench.METRICS`) over the point's successful generations, then
+        the load's own (per-window throughputs, per-request scheduling lag). A point's run is
+        done when its result exists, so they are computed once."""
+        names = (*METRICS, *(m for m in LOAD_METRICS if m not in METRICS))
+        return {m: summarize(self.samples(m)) for m in names}
+
+    @property
+    def output_counts(self) -> tuple[int, int | None]:
+        """(empty, short) generations; see :func:`~pytest_llmperf.load_metrics.output_counts`."""
+        return output_counts(self.generations, self.ignore_eos, self.max_tokens)
+
     @property
     def summary(self) -> dict[str, Any]:
         """The ``load`` section of the results entry."""
@@ -136,6 +144,7 @@ class LoadResult:
         good["rps"] = good["good"] / span if span else None
         _, _, windows = window_throughput(records)
         point = self.run.point
+        empty, short = self.output_counts
         return {
             "mode": point.mode,
             "concurrency": point.concurrency,
@@ -143,6 +152,10 @@ class LoadResult:
             "requests": len(records),
             "succeeded": len(ok),
             "failed": len(records) - len(ok),
+            # Successful requests that brought nothing back, or (ignore_eos) less than asked:
+            # their TTFT and TPOT measure a model that stopped, not one that served.
+            "empty": empty,
+            "short": short,
             "span_s": span,
             "throughput_rps": len(ok) / span if span else None,
             "output_tps": tokens / span if span else None,
@@ -176,8 +189,21 @@ class LoadResult:
             )
         return found
 
+    def short_warning(self, note: str | None = None) -> str | None:
+        """Under ``ignore_eos``, that some generations still came back short (``note``: why
+        the backend cannot force the length, where it says), or None."""
+        _, short = self.output_counts
+        if not short:
+            return None
+        why = f" ({note})" if note else ""
+        return (
+            f"{short} of {len(self.generations)} generations came back with fewer than "
+            f"max_tokens={self.max_tokens} output tokens under ignore_eos{why}"
+        )
+
     def to_json(self) -> dict[str, Any]:
-        stats = {m: summarize(self.samples(m)) for m in LOAD_METRICS}
+        # The same keys as before .stats existed (compatible files), from the same summaries.
+        stats = {m: self.stats[m] for m in LOAD_METRICS}
         errors = self.errors
         examples = {
             r.error: r.message for r in self.run.records if r.error is not None and r.message
@@ -225,41 +251,6 @@ def _span_s(run: LoadRun) -> float:
     return (max(r.t_end for r in records) - min(r.t0 for r in records)) / 1e9
 
 
-def run_samples(run: LoadRun, metric: str) -> list[float]:
-    """Samples of one metric: per request, pooled ITL gaps, per window, or per request lag."""
-    generations = [r.generation for r in run.records if r.generation is not None]
-    if metric == "itl_s":
-        return [gap for g in generations for gap in g.itl_s]
-    if metric in ("throughput_rps", "output_tps"):
-        rps, tps, _ = window_throughput(run.records)
-        return rps if metric == "throughput_rps" else tps
-    if metric == "sched_lag_s":
-        return [r.lag_ns / 1e9 for r in run.records]
-    return metric_values(generations, metric)
-
-
-def _note(v: MetricVerdict, note: str) -> MetricVerdict:
-    """``note`` (how the baseline was obtained) before the verdict's own reason, if any."""
-    return MetricVerdict(**{**v.to_json(), "note": "; ".join(filter(None, (note, v.note)))})
-
-
-def _baseline(
-    reference: Reference, metric: str, reference_run: LoadRun | None
-) -> tuple[list[float], list[float], str]:
-    """Baseline samples, the per-run values whose spread estimates drift, and how."""
-    if reference.stored is not None:
-        source = "ttft_s" if metric == "ttft_p95_s" else metric
-        runs = [[float(v) for v in run["samples"].get(source, [])] for run in reference.stored.runs]
-        if metric == "ttft_p95_s":
-            per_run = [percentile(sorted(v), 95) for v in runs if v]
-        else:
-            per_run = [sorted(v)[len(v) // 2] for v in runs if v]
-        return [v for values in runs for v in values], per_run, "stored"
-    assert reference_run is not None
-    source = "ttft_s" if metric == "ttft_p95_s" else metric
-    return run_samples(reference_run, source), [], "same job, run right after the candidate"
-
-
 def relative_label(reference_id: str) -> str:
     """What a load point is compared with under ``--llm-compare-to``: the reference runs the
     same point after the candidate, not interleaved with it as in ``llm_bench``."""
@@ -283,111 +274,15 @@ def error_limit_message(run: LoadRun, max_rate: float, whose: str = "") -> str |
     )
 
 
-def gate_load(
-    run: LoadRun, reference: Reference, policy: GatePolicy, reference_run: LoadRun | None = None
-) -> dict[str, Any]:
-    """The gate's outcome for one sweep point (JSON-safe, the shape of ``compare.outcome``)."""
-    verdicts: list[MetricVerdict] = []
-    notes: list[str] = []
-    for metric in ("ttft_s", "throughput_rps"):
-        current = run_samples(run, metric)
-        base, per_run, how = _baseline(reference, metric, reference_run)
-        if len(current) < 3 or len(base) < 3:
-            notes.append(f"{metric} not gated: {len(current)} vs {len(base)} samples (< 3)")
-            continue
-        drift, why = drift_allowance(per_run) if how == "stored" else (0.0, how)
-        v = judge_metric(
-            metric,
-            current,
-            base,
-            tolerance=policy.tolerances[metric],
-            alpha=policy.alpha_one,
-            drift=drift,
-            final=True,
-            trend_of=_NO_TREND_RULE,
-        )
-        verdicts.append(_note(v, why))
-    tail = _judge_tail(run, reference, policy, reference_run)
-    if isinstance(tail, str):
-        notes.append(tail)
-    else:
-        verdicts.append(tail)
-    gate = outcome(reference, verdicts, (len(run.records),), policy, len(run.records))
-    gate["warnings"] = [*gate["warnings"], *notes]
-    return gate
-
-
-def _judge_tail(
-    run: LoadRun, reference: Reference, policy: GatePolicy, reference_run: LoadRun | None
-) -> MetricVerdict | str:
-    current = run_samples(run, "ttft_s")
-    base, per_run, how = _baseline(reference, "ttft_p95_s", reference_run)
-    if not tail_decidable(len(current), len(base), policy.alpha_one):
-        return (
-            f"ttft_p95_s not gated: {len(current)} vs {len(base)} requests cannot show a p95 "
-            f"change at alpha={policy.alpha_one:.2g} (Mood's quantile test); send more requests"
-        )
-    drift, why = drift_allowance(per_run) if how == "stored" else (0.0, how)
-    return judge_tail(
-        current,
-        base,
-        tolerance=policy.tolerances["ttft_p95_s"],
-        alpha=policy.alpha_one,
-        drift=drift,
-        note=f"Mood's quantile test at p95 (Fisher exact); {why}",
-    )
-
-
-def judge_tail(
-    current: Sequence[float],
-    baseline: Sequence[float],
-    *,
-    tolerance: float,
-    alpha: float,
-    drift: float,
-    note: str,
-) -> MetricVerdict:
-    """The ``ttft_p95_s`` verdict: Mood's quantile test at the 95th percentile on shifted
-    samples (:func:`~pytest_llmperf.load_metrics.tail_pvalues`); the load gate and
-    ``llmperf compare`` both decide with this. Inputs are checked as by ``judge_metric``; an
-    empty side or a baseline p95 of 0 gets :func:`~pytest_llmperf.gate.undecidable`'s verdict,
-    its reason after ``note``."""
-    current, baseline, effective = check_inputs(
-        "ttft_p95_s", current, baseline, tolerance=tolerance, alpha=alpha, drift=drift
-    )
-    no_test = undecidable(
-        "ttft_p95_s",
-        current,
-        baseline,
-        level="p95",
-        baseline_level=percentile(sorted(baseline), 95) if baseline else math.nan,
-        tolerance=tolerance,
-        effective=effective,
-    )
-    if no_test is not None:
-        return _note(no_test, note)
-    p_slow, p_impr, p_fine = tail_pvalues(current, baseline, effective)
-    ratio, low, high = tail_ratio_ci(current, baseline)
-    if p_slow < alpha:
-        verdict = Verdict.REGRESSION
-    elif p_impr < alpha:
-        verdict = Verdict.IMPROVEMENT
-    elif p_fine < 0.05:
-        verdict = Verdict.PASS
-    else:
-        verdict = Verdict.INCONCLUSIVE
-    return MetricVerdict(
-        metric="ttft_p95_s",
-        verdict=verdict,
-        ratio=ratio,
-        ci_low=low,
-        ci_high=high,
-        p_slowdown=p_slow,
-        p_improvement=p_impr,
-        p_no_slowdown=p_fine,
-        tolerance=tolerance,
-        effective_tolerance=effective,
-        n_current=len(current),
-        n_baseline=len(baseline),
-        note=note,
-    )
+def empty_message(run: LoadRun, ignore_eos: bool, whose: str = "") -> str | None:
+    """Why a run whose every successful generation is empty (no text or no output tokens)
+    cannot be measured, or None: its latencies are those of a model that stopped at once."""
+    ok = [r.generation for r in run.records if r.generation is not None]
+    empty, _ = output_counts(ok, ignore_eos, None)
+    if not ok or empty < len(ok):
+        return None
+    hint = EMPTY_HINT
+    if ignore_eos:
+        # Already asked for: the server does not honour it, or the prompt ends the answer.
+        hint = hint.replace("try ignore_eos=True or", "ignore_eos=True did not help; try")
+    return f"{whose}{hint} ({empty} of {len(ok)} successful requests had no text or no tokens)"

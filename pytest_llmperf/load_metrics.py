@@ -29,9 +29,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._loadgen import RequestRecord
+from ._loadgen import LoadRun, RequestRecord
 from ._stable import clean_p, ratio_interval
 from ._stable import ratio as safe_ratio
+from .harness import Generation, metric_values
 from .stats import percentile, summarize
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "goodput",
     "lag_summary",
     "meets_slo",
+    "output_counts",
+    "run_samples",
     "slot_wait_summary",
     "steady_window",
     "tail_decidable",
@@ -48,6 +51,31 @@ __all__ = [
 ]
 
 _TAIL_Q = 95.0
+
+
+def run_samples(run: LoadRun, metric: str) -> list[float]:
+    """Samples of one metric: per request, pooled ITL gaps, per window, or per request lag."""
+    generations = [r.generation for r in run.records if r.generation is not None]
+    if metric == "itl_s":
+        return [gap for g in generations for gap in g.itl_s]
+    if metric in ("throughput_rps", "output_tps"):
+        rps, tps, _ = window_throughput(run.records)
+        return rps if metric == "throughput_rps" else tps
+    if metric == "sched_lag_s":
+        return [r.lag_ns / 1e9 for r in run.records]
+    return metric_values(generations, metric)
+
+
+def output_counts(
+    generations: Sequence[Generation], ignore_eos: bool, max_tokens: int | None
+) -> tuple[int, int | None]:
+    """(empty, short): generations with no text or no output tokens, and under ``ignore_eos``
+    those with fewer than ``max_tokens`` output tokens (the empty ones among them); ``short``
+    is None without ``ignore_eos``, where a shorter answer is the model's to give."""
+    empty = sum(1 for g in generations if not g.text or g.output_tokens == 0)
+    if not ignore_eos or max_tokens is None:
+        return empty, None
+    return empty, sum(1 for g in generations if g.output_tokens < max_tokens)
 
 
 def meets_slo(record: RequestRecord, slo: Mapping[str, float]) -> bool:

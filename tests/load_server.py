@@ -13,16 +13,21 @@ message's content is a JSON object, its keys set the reply (anything else gets t
   says how many tokens there were);
 - ``status``: answer this HTTP status with a JSON error instead (``retry-after: 0``).
 
+``tokens: 0`` answers with no content at all (a model that stopped at once), finishing with
+``finish_reason: "stop"``. A prefix-cache nonce (``[0123456789] ``, see
+``pytest_llmperf.prefix_cache``) in front of the directive is skipped when reading it.
+
 ``serve()`` runs it in a thread of this process; ``python tests/load_server.py`` runs it alone
 and prints its base URL (for benchmarks, so the server does not share the client's GIL).
-The server records arrival times (``perf_counter_ns``), statuses and the peak number of
-requests it held at once.
+The server records arrival times (``perf_counter_ns``), request bodies, statuses and the peak
+number of requests it held at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import threading
 import time
@@ -31,7 +36,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LoadServer", "directive", "serve"]
+__all__ = ["NONCE", "LoadServer", "directive", "serve"]
+
+#: A prefix-cache nonce at the start of a prompt (``prefix_cache="bust"``).
+NONCE = re.compile(r"^\[\d{10}\] ")
 
 
 def directive(**reply: Any) -> str:
@@ -43,6 +51,8 @@ def directive(**reply: Any) -> str:
 class LoadServer:
     url: str = ""
     arrivals_ns: list[int] = field(default_factory=list)
+    #: Every completion request's JSON body, in arrival order.
+    bodies: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
     in_flight: int = 0
     peak_in_flight: int = 0
@@ -51,6 +61,8 @@ class LoadServer:
 def _reply_for(body: dict[str, Any]) -> dict[str, Any]:
     messages = body.get("messages") or [{"content": body.get("prompt", "")}]
     content = messages[-1].get("content", "")
+    if isinstance(content, str):
+        content = NONCE.sub("", content)
     try:
         reply = json.loads(content)
     except (TypeError, ValueError):
@@ -98,6 +110,10 @@ async def _stream(writer: asyncio.StreamWriter, reply: dict[str, Any], model: st
         if continuous:
             event["usage"] = {"prompt_tokens": 3, "completion_tokens": sent, "total_tokens": 3}
         await _send_chunk(writer, b"data: " + json.dumps(event).encode() + b"\n\n")
+    if tokens == 0:
+        # Nothing generated, but a finished stream: an empty answer, not a cut one.
+        stop = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        await _send_chunk(writer, b"data: " + json.dumps(stop).encode() + b"\n\n")
     usage = {"prompt_tokens": 3, "completion_tokens": tokens, "total_tokens": 3 + tokens}
     await _send_chunk(
         writer, b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n"
@@ -139,6 +155,7 @@ async def _handle(
                 continue
             state.arrivals_ns.append(time.perf_counter_ns())
             body = json.loads(raw)
+            state.bodies.append(body)
             reply = _reply_for(body)
             status = int(reply.get("status", 200))
             state.statuses.append(status)

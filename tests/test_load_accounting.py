@@ -3,6 +3,7 @@ lag and CPU share, the steady state. Exact values, no wall-clock timing."""
 
 import asyncio
 
+from pytest_llmperf._load_table import format_load_table
 from pytest_llmperf._loadgen import (
     LoadPoint,
     LoadRun,
@@ -13,9 +14,11 @@ from pytest_llmperf._loadgen import (
     token_events,
 )
 from pytest_llmperf.backends import Chunk, Usage
+from pytest_llmperf.bench import METRICS
 from pytest_llmperf.harness import derive
-from pytest_llmperf.load import LoadResult
+from pytest_llmperf.load import EMPTY_HINT, LoadResult, empty_message
 from pytest_llmperf.load_metrics import steady_window
+from pytest_llmperf.stats import summarize
 
 MS = 1_000_000
 US = 1_000
@@ -114,3 +117,64 @@ def test_the_steady_state_starts_at_the_first_successful_completion():
     start, end, how = steady_window([failed_at_once, *ok])
     assert start == ok[0].t_end and end == ok[-1].t0
     assert how.startswith("steady state")
+
+
+def answered(index: int, texts: list[str], t0: int = 0) -> RequestRecord:
+    """A request whose chunks (one token each) carried ``texts``; none: an empty answer."""
+    stamps = [t0 + (i + 1) * MS for i in range(len(texts))] + [t0 + 9 * MS]
+    items = [*(Chunk(t, 1) for t in texts), Usage(3, "usage", len(texts))]
+    end = t0 + 10 * MS
+    return RequestRecord(index, t0, t0, end, derive(t0, end, stamps, items, 0))
+
+
+def test_empty_and_short_generations_are_counted_and_an_all_empty_run_is_refused():
+    records = [answered(0, ["a", "b"]), answered(1, ["a"]), answered(2, []), answered(3, [])]
+    run = LoadRun(LoadPoint(1, None, 4, None), records, 0, 10 * MS, 0.1)
+    eos = LoadResult(
+        "load[c=1]", "t.py::t", "o:m", "o:m", {}, run, {}, ignore_eos=True, max_tokens=2
+    )
+    assert (eos.summary["empty"], eos.summary["short"]) == (2, 3)
+    assert eos.short_warning("no such field") == (
+        "3 of 4 generations came back with fewer than max_tokens=2 output tokens under "
+        "ignore_eos (no such field)"
+    )
+    plain = LoadResult("load[c=1]", "t.py::t", "o:m", "o:m", {}, run, {}, max_tokens=2)
+    assert (plain.summary["empty"], plain.summary["short"]) == (2, None)
+    assert plain.short_warning() is None
+    # Not every generation is empty: the point stands.
+    assert empty_message(run, ignore_eos=False) is None
+    nothing = LoadRun(LoadPoint(1, None, 2, None), [answered(0, []), answered(1, [])], 0, 1, 0.1)
+    assert empty_message(nothing, ignore_eos=False) == (
+        f"{EMPTY_HINT} (2 of 2 successful requests had no text or no tokens)"
+    )
+    assert "did not help" in (empty_message(nothing, ignore_eos=True) or "")
+    # Failed requests are not generations: none at all is the error limit's business.
+    failed = LoadRun(LoadPoint(1, None, 1, None), [RequestRecord(0, 0, 0, 1, error="x")], 0, 1, 0.1)
+    assert empty_message(failed, ignore_eos=False) is None
+
+
+def test_stats_are_bench_summaries_of_the_samples():
+    records = [answered(i, ["a"] * (i + 2), t0=i * 20 * MS) for i in range(5)]
+    load = result(records)
+    assert set(load.stats) >= set(METRICS)
+    for metric in ("ttft_s", "e2e_s", "output_tokens", "itl_s", "throughput_rps"):
+        assert load.stats[metric] == summarize(load.samples(metric)), metric
+    assert load.stats["output_tokens"].median == 4
+    assert load.to_json()["stats"]["ttft_s"] == load.stats["ttft_s"].to_json()
+
+
+def test_the_load_table_shows_empty_and_short_columns_only_when_there_are_some():
+    records = [answered(0, ["a", "b"]), answered(1, [])]
+    run = LoadRun(LoadPoint(1, None, 2, None), records, 0, 10 * MS, 0.1)
+    plain = LoadResult("load[c=1]", "t.py::t", "o:m", "o:m", {}, run, {}).to_json()
+    clean = LoadResult(
+        "load[c=1]", "t.py::u", "o:m", "o:m", {}, result([record(0, 0, None, 0)]).run, {}
+    )
+    [head, _, row, other] = format_load_table([plain, clean.to_json()])
+    assert head.split()[-2:] == ["empty", "verdict"]
+    assert row.split()[-2:] == ["1", "-"] and other.split()[-2:] == ["0", "-"]
+    # A file written before the counts existed has no such keys: no columns.
+    old = clean.to_json()
+    del old["load"]["empty"], old["load"]["short"]
+    [head, _, _] = format_load_table([old])
+    assert "empty" not in head and "short" not in head
