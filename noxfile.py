@@ -60,12 +60,20 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The latency suite on the embedded model: a table in the terminal, JSON results, an HTML
-    report and a Markdown summary."""
+    """The latency suite on the embedded model, gated against a reference: the same model on one
+    CPU thread, run interleaved in the same job (relative mode). The table, the JSON results,
+    the HTML report and the Markdown summary then show what the gate is for: a verdict per
+    benchmark with its interval (reported, never failing the demo). Extra arguments go to
+    pytest (``nox -s demo -- -k decode``)."""
     session.install(".[llamacpp]", env=BUILD_ENV)
     session.run(
         "pytest",
         "suites/latency",
+        "--llm=llamacpp:gemma3-270m",
+        "--llm-compare-to=llamacpp:gemma3-270m?n_threads=1",
+        # A demo reports verdicts but never fails on them: on a busy machine two threads can
+        # lose to one. A CI job keeps the default, and a REGRESSION fails its build.
+        "--llm-fail-on=none",
         "--llm-json=llmperf-results.json",
         "--llm-html=llmperf-report.html",
         "--llm-markdown=llmperf-summary.md",

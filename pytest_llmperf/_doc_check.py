@@ -269,7 +269,18 @@ def check_result(result: Mapping[str, Any]) -> str | None:
         _objects(result, ("generations", "reference_generations")),
         _check_errors("errors", result.get("errors")),
         _check_errors("reference_errors", result.get("reference_errors")),
+        _check_output_counts(result),
     )
+
+
+def _check_output_counts(result: Mapping[str, Any]) -> str | None:
+    """``empty`` and ``short``, on a result or its load section (absent from older files)."""
+    load = result.get("load")
+    for where, counts in (("", result), ("load.", load if isinstance(load, dict) else {})):
+        for key in ("empty", "short"):
+            if key in counts and not _whole(counts[key]):
+                return f"has {where}{key} {_short(counts[key])}, not a whole number"
+    return None
 
 
 def check_quality(entry: Mapping[str, Any]) -> str | None:

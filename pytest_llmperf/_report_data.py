@@ -32,6 +32,7 @@ __all__ = [
     "baseline_samples",
     "bench_label",
     "findings",
+    "output_problems",
     "prompt_text",
     "quality_comparison",
     "rows",
@@ -334,6 +335,22 @@ def quality_comparison(entry: Mapping[str, Any]) -> QualityComparison:
     ``source``) are left out."""
     known = {f.name for f in fields(QualityComparison)}
     return QualityComparison(**{k: v for k, v in entry.items() if k in known})
+
+
+def output_problems(results: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per benchmark or load point whose generations came back empty, or short of
+    max_tokens under ignore_eos: a row of numbers that measured less than it says."""
+    lines = []
+    for r in sorted(results, key=lambda r: (r["nodeid"], r["name"], r["backend"])):
+        counts = r.get("load") or r
+        empty, short = counts.get("empty") or 0, counts.get("short") or 0
+        if not (empty or short):
+            continue
+        total = counts.get("succeeded") if r.get("load") else len(r.get("generations") or ())
+        parts = [f"{empty} empty"] * bool(empty) + [f"{short} short of max_tokens"] * bool(short)
+        label = bench_label(r["nodeid"], r["name"], r["backend_id"], r["backend"])
+        lines.append(f"{label} [{r['backend_id']}]: {', '.join(parts)} of {total} generations")
+    return lines
 
 
 def prompt_text(prompt: Any) -> str:

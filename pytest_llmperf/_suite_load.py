@@ -6,6 +6,7 @@ typo in a key must not turn into a check that silently never runs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from .limits import (
     check_options,
 )
 from .numeric import MAX_COUNT
+from .prefix_cache import MODES as PREFIX_CACHE_MODES
 
 if TYPE_CHECKING:
     from ._suite_serving import LoadSpec
@@ -51,7 +53,19 @@ _ID = re.compile(r"[\w][\w.-]*")
 _SCHEMA_KEYWORDS = ("type", "properties", "required", "enum", "items", "additionalProperties")
 _SCHEMA_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 #: ``llm_bench`` keywords: an option with one of these names would collide with them.
-_BENCH_ARGS = ("prompt", "max_tokens", "runs", "warmup", "name", "temperature", "seed")
+_BENCH_ARGS = (
+    "prompt",
+    "max_tokens",
+    "runs",
+    "warmup",
+    "name",
+    "temperature",
+    "seed",
+    "ignore_eos",
+    "prefix_cache",
+)
+#: What a suite's top-level ``models`` may say: who can answer its cases.
+MODEL_KINDS = ("any", "instruction-tuned")
 #: ``regex`` patterns, compiled by the ``regex`` package: its search takes a timeout.
 Pattern = Any  # regex.Pattern[str]; the package has no type hints
 
@@ -90,6 +104,12 @@ class Case:
     line: int
     prompt: str | list[dict[str, str]]
     max_tokens: int | None = None
+    #: None: the spec's (``?ignore_eos=true``), else false; see ``llm_bench``.
+    ignore_eos: bool | None = None
+    prefix_cache: str | None = None
+    #: The suite grades answers to instructions (top-level ``models: instruction-tuned``):
+    #: skipped on a model known to be a base model.
+    instruction_tuned: bool = False
     temperature: float = 0.0
     seed: int | None = None
     runs: int | None = None
@@ -175,6 +195,21 @@ def _number(lo: float, hi: float) -> Callable[[Any, int], float]:
         ):
             raise SuiteError(line, f"expected a number from {lo:g} to {hi:g}, not {value!r}")
         return float(value)
+
+    return parse
+
+
+def _bool(value: Any, line: int) -> bool:
+    if not isinstance(value, bool):
+        raise SuiteError(line, f"expected true or false, not {_kind(value)}")
+    return value
+
+
+def _choice(valid: tuple[str, ...]) -> Callable[[Any, int], str]:
+    def parse(value: Any, line: int) -> str:
+        if value not in valid:
+            raise SuiteError(line, f"expected one of {', '.join(valid)}, not {value!r}")
+        return str(value)
 
     return parse
 
@@ -307,6 +342,8 @@ _FIELDS: dict[str, Callable[[Any, int], Any]] = {
     "prompt": _str,
     "messages": _messages,
     "max_tokens": _int(1, MAX_TOKENS),
+    "ignore_eos": _bool,
+    "prefix_cache": _choice(PREFIX_CACHE_MODES),
     "temperature": _number(*TEMPERATURE_RANGE),
     "seed": _seed,
     "runs": _int(1, MAX_RUNS),
@@ -333,7 +370,8 @@ def load_suite(path: Path) -> list[Case]:
     if doc is None:
         raise SuiteError(0, "empty suite file: expected a mapping with a 'cases' list")
     top = _mapping(doc, 1, "a suite file")
-    _keys(top, ("description", "defaults", "cases"), "")
+    _keys(top, ("description", "models", "defaults", "cases"), "")
+    models = _choice(MODEL_KINDS)(top.get("models", "any"), _line(top, "models"))
     defaults = _mapping(top.get("defaults", _Map()), _line(top, "defaults"), "defaults")
     _keys(defaults, DEFAULT_KEYS, "defaults: ")
     _parse_fields(defaults, "defaults: ")  # a bad default is reported where it is written
@@ -344,6 +382,7 @@ def load_suite(path: Path) -> list[Case]:
     out = []
     for number, raw in enumerate(cases, 1):
         case = _case(_mapping(raw, _line(top, "cases"), f"case #{number}"), defaults, number)
+        case = dataclasses.replace(case, instruction_tuned=models == "instruction-tuned")
         if case.id in seen:
             raise SuiteError(case.line, f"duplicate case id {case.id!r} (line {seen[case.id]})")
         seen[case.id] = case.line

@@ -12,7 +12,7 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +20,20 @@ from .backends import Prompt
 from .errors import GenerationError, TransientError
 from .harness import SCALAR_METRICS, Generation, LLMHandle, metric_values
 from .limits import check_bench_arguments
+from .prefix_cache import MODES as PREFIX_CACHE_MODES
 from .prices import Price
 from .stats import Summary, summarize
 
-__all__ = ["DEFAULT_MAX_ERROR_RATE", "METRICS", "BenchResult", "RequestErrors", "Workload"]
+__all__ = [
+    "DEFAULT_MAX_ERROR_RATE",
+    "EMPTY_HINT",
+    "METRICS",
+    "BenchResult",
+    "RequestErrors",
+    "Workload",
+    "empty_message",
+    "output_counts",
+]
 
 DEFAULT_MAX_ERROR_RATE = 0.1
 #: Failures tolerated whatever the rate, so one 429 early on does not end a benchmark.
@@ -112,8 +122,16 @@ class BenchResult:
     stats: dict[str, Summary] = field(init=False)
     #: Generations in which a metric was undefined (e.g. TPOT with one output token).
     missing: dict[str, int] = field(init=False)
+    #: Timed generations with no text or no output tokens: the model stopped at once.
+    empty: int = field(init=False)
+    #: Under ``ignore_eos``, timed generations with fewer than ``max_tokens`` output tokens
+    #: (a backend or server that did not honour it).
+    short: int = field(init=False)
 
     def __post_init__(self) -> None:
+        self.empty, self.short = output_counts(
+            self.generations, self.params.get("max_tokens"), self.params.get("ignore_eos", False)
+        )
         self.stats, self.missing = {}, {}
         for metric in METRICS:
             values = self.samples(metric)
@@ -147,6 +165,10 @@ class BenchResult:
             "warmup": self.warmup,
             "stats": {m: s.to_json() for m, s in self.stats.items()},
             "missing": self.missing,
+            "empty": self.empty,
+            "short": self.short,
+            "ignore_eos": bool(self.params.get("ignore_eos", False)),
+            "prefix_cache": self.params.get("prefix_cache", "allow"),
             "samples": {m: self.samples(m) for m in METRICS},
             "generations": [_generation_json(g) for g in self.generations],
             "gate": self.gate,
@@ -166,6 +188,35 @@ class BenchResult:
         }
 
 
+def output_counts(
+    generations: Sequence[Generation], max_tokens: int | None, ignore_eos: bool
+) -> tuple[int, int]:
+    """(empty, short): generations with no text or no output tokens, and, under
+    ``ignore_eos``, those with fewer than ``max_tokens`` output tokens."""
+    empty = sum(1 for g in generations if not g.text or g.output_tokens == 0)
+    if not ignore_eos or max_tokens is None:
+        return empty, 0
+    short = sum(1 for g in generations if g.output_tokens < max_tokens)
+    return empty, short
+
+
+#: Why a benchmark or load point whose every generation is empty cannot stand, and what to try
+#: (``llm_bench`` and ``llm_load`` say the same).
+EMPTY_HINT = (
+    "every generation came back empty: the model stopped at once; try ignore_eos=True or a "
+    "chat template"
+)
+
+
+def empty_message(what: str) -> str:
+    """Why a benchmark where every generation came back empty measured nothing."""
+    return (
+        f"{what}: {EMPTY_HINT} (?chat_template=..., on llamacpp and hf), or a plain-text "
+        "prompt (api=completions on openai): a base model given a chat prompt often ends at "
+        "once, and there was no latency to measure"
+    )
+
+
 def _generation_json(g: Generation) -> dict[str, Any]:
     return {k: v for k, v in g.to_json().items() if k != "itl_s"}
 
@@ -179,8 +230,16 @@ class Workload:
     temperature: float = 0.0
     seed: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: Exactly ``max_tokens`` output tokens per generation (see ``Request.ignore_eos``).
+    ignore_eos: bool = False
+    #: ``bust``: a unique nonce starts every prompt (see :mod:`.prefix_cache`).
+    prefix_cache: str = "allow"
 
     def __post_init__(self) -> None:
+        if self.prefix_cache not in PREFIX_CACHE_MODES:
+            raise ValueError(
+                f"prefix_cache={self.prefix_cache!r}; valid: {', '.join(PREFIX_CACHE_MODES)}"
+            )
         # Checked before anything runs: max_tokens=10**12 or temperature=inf would otherwise
         # reach the backend (an allocation per token, a sampler that means nothing).
         check_bench_arguments(
@@ -215,6 +274,8 @@ class Workload:
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             seed=self.seed,
+            ignore_eos=self.ignore_eos,
+            prefix_cache=self.prefix_cache,
             **self.options,
         )
 
@@ -228,6 +289,12 @@ class Workload:
             "seed": self.seed,
             "options": dict(self.options),
         }
+        # Only where set: baselines stored before these existed stay comparable, and mean
+        # exactly the defaults.
+        if self.ignore_eos:
+            params["ignore_eos"] = True
+        if self.prefix_cache != "allow":
+            params["prefix_cache"] = self.prefix_cache
         # Exactly what a stored baseline will read back (tuples become lists), so comparing
         # the two is meaningful.
         normal: dict[str, Any] = json.loads(json.dumps(params, default=repr))

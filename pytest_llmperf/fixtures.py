@@ -10,9 +10,9 @@ import pytest
 from ._load_call import Load
 from .backends import Prompt
 from .baseline import bench_id
-from .bench import BenchResult, Workload
+from .bench import BenchResult, Workload, empty_message
 from .compare import GatePolicy, gate_message, run_benchmark
-from .errors import LLMPerfWarning
+from .errors import InvalidRequest, LLMPerfWarning, NoChatTemplate
 from .gate import Verdict, parse_tolerances
 from .harness import LLMHandle
 from .limits import MAX_RUNS, MAX_WARMUP, check_count
@@ -24,7 +24,7 @@ __all__ = ["RESULTS_KEY", "Bench", "llm_backend", "llm_bench", "llm_load"]
 #: Results of the ``llm_bench`` calls made by one test item, read when its report is made.
 RESULTS_KEY = pytest.StashKey[list[BenchResult | LoadResult]]()
 
-_PERF_MARKER_KEYS = {"runs", "warmup", "max_tokens", "tolerance"}
+_PERF_MARKER_KEYS = {"runs", "warmup", "max_tokens", "tolerance", "ignore_eos", "prefix_cache"}
 DEFAULT_MAX_TOKENS = 64
 
 
@@ -59,6 +59,7 @@ class Bench:
             "runs": settings.runs,
             "warmup": settings.warmup,
             "max_tokens": DEFAULT_MAX_TOKENS,
+            **handle.workload_defaults,
             **marked,
         }
         self._calls = 0
@@ -73,10 +74,17 @@ class Bench:
         name: str | None = None,
         temperature: float = 0.0,
         seed: int | None = None,
+        ignore_eos: bool | None = None,
+        prefix_cache: str | None = None,
         **options: Any,
     ) -> BenchResult:
         self._calls += 1
         settings = self._session.settings
+        try:
+            # A typo (temprature=0.7) would otherwise reach a server that ignores it.
+            self.handle.check_options(options)
+        except InvalidRequest as exc:
+            pytest.fail(f"llm_bench: {exc}", pytrace=False)
         runs = self.defaults["runs"] if runs is None else runs
         warmup = self.defaults["warmup"] if warmup is None else warmup
         # The bounds a YAML suite and llm_load use too (limits.py): a ValueError fails the test.
@@ -90,6 +98,8 @@ class Bench:
             temperature,
             seed,
             options,
+            self.defaults["ignore_eos"] if ignore_eos is None else bool(ignore_eos),
+            self.defaults["prefix_cache"] if prefix_cache is None else prefix_cache,
         )
         reference = self._session.reference_for(
             self.handle, bench_id(self._item.nodeid, name), workload.params()
@@ -107,12 +117,33 @@ class Bench:
             looks = settings.looks[:1]
         planned = max(1, self._session.planned_comparisons)
         policy = GatePolicy(self.tolerances, settings.alpha / planned, planned, settings.confirm)
-        result = run_benchmark(
+        self._note_fixed_length(workload)
+        try:
+            result = self._run(workload, name, warmup, looks, reference, policy)
+        except NoChatTemplate as exc:
+            # A chat prompt on a model without a chat template is not this test's failure:
+            # the reason says how to supply one, and `pytest suites/` on a base model stays green.
+            pytest.skip(f"{self.handle.id}: {exc}")
+        self._item.stash.setdefault(RESULTS_KEY, []).append(result)
+        self._judge(result, settings.fail_on_latency)
+        return result
+
+    def _run(
+        self,
+        workload: Workload,
+        name: str,
+        warmup: int,
+        looks: tuple[int, ...],
+        reference: Any,
+        policy: GatePolicy,
+    ) -> BenchResult:
+        settings = self._session.settings
+        return run_benchmark(
             workload,
             self.handle,
             name=name,
             nodeid=self._item.nodeid,
-            warmup=int(warmup),
+            warmup=warmup,
             looks=looks,
             reference=reference,
             policy=policy,
@@ -120,19 +151,47 @@ class Bench:
             price=settings.prices.lookup(self.handle.backend.spec),
             progress=self._session.progress,
         )
-        self._item.stash.setdefault(RESULTS_KEY, []).append(result)
+
+    def _note_fixed_length(self, workload: Workload) -> None:
+        """Say once per backend when it cannot force the output length it is asked for."""
+        if not workload.ignore_eos:
+            return
+        note_of = getattr(self.handle.backend, "ignore_eos_note", None)
+        note = None if note_of is None else note_of()
+        if note:
+            warnings.warn(
+                LLMPerfWarning(
+                    f"{self.handle.id}: ignore_eos is not enforced: {note}; generations that "
+                    "stop before max_tokens are counted as short"
+                ),
+                stacklevel=3,
+            )
+
+    def _judge(self, result: BenchResult, fail_on_latency: bool) -> None:
+        """Warnings, then the test's outcome: measured nothing, or a confirmed regression."""
+        what = self.handle.id + (f" {result.name}" if result.name else "")
+        if result.short:
+            warnings.warn(
+                LLMPerfWarning(
+                    f"{what}: {result.short} of {len(result.generations)} generations stopped "
+                    f"before max_tokens={result.params['max_tokens']} although ignore_eos was "
+                    "asked (counted as short in the results)"
+                ),
+                stacklevel=3,
+            )
+        if result.generations and result.empty == len(result.generations):
+            pytest.fail(empty_message(what), pytrace=False)
         gate = result.gate
         if gate is not None:
             for warning in gate["warnings"]:
-                warnings.warn(LLMPerfWarning(f"{self.handle.id}: {warning}"), stacklevel=2)
+                warnings.warn(LLMPerfWarning(f"{self.handle.id}: {warning}"), stacklevel=3)
             if gate["verdict"] == Verdict.REFUSED:
                 warnings.warn(
                     LLMPerfWarning(f"{self.handle.id}: not compared: {gate['reason']}"),
-                    stacklevel=2,
+                    stacklevel=3,
                 )
-            if gate["verdict"] == Verdict.REGRESSION and settings.fail_on_latency:
+            if gate["verdict"] == Verdict.REGRESSION and fail_on_latency:
                 pytest.fail(gate_message(gate), pytrace=False)
-        return result
 
 
 def _marker_tolerances(value: Any) -> dict[str, float]:

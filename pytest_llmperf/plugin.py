@@ -14,15 +14,20 @@ from .backends import BackendRegistry
 from .environment import KNOWN_APIS, api_credentials, cuda_device_count
 from .errors import LLMPerfError
 from .finish import finish_run
+from .models import is_base_model
+from .options import WORKLOAD_OPTIONS
 from .progress import Progress
 from .session import SESSION_KEY, LLMPerfSession, get_session
 from .settings import Settings, add_options
+from .spec import LLMSpec
 from .terminal import write_summary
 
 _MARKERS = (
     "llm_perf(runs=None, warmup=None, max_tokens=None, tolerance=None): defaults for llm_bench "
     "in this test; tolerance like 'tpot_s=3%,ttft_s=20%'",
     "llm_backends(*kinds): run this test only for backends of these kinds, e.g. 'llamacpp'",
+    "llm_instruction_tuned: the test grades answers to instructions; skipped on models known "
+    "to be base models (the embedded gemma3-270m)",
     "gpu: needs a CUDA device; skipped with a reason where none is visible",
     f"api(name): needs that API's credentials ({', '.join(KNOWN_APIS)}); skipped without them",
     quality.MARKER,
@@ -55,6 +60,9 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         print(f"{kind}  ({cls.__module__}.{cls.__qualname__}; {cls.install_hint})")
         for option in cls.options:
             print(f"    {option.describe()}")
+    print("every kind  (the workload: defaults of the llm_bench/llm_load keywords)")
+    for option in WORKLOAD_OPTIONS:
+        print(f"    {option.describe()}")
     return 0
 
 
@@ -93,15 +101,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     specs = get_session(metafunc.config).settings.specs
     marker = metafunc.definition.get_closest_marker("llm_backends")
     kinds = set(marker.args) if marker else None
+    tuned = metafunc.definition.get_closest_marker("llm_instruction_tuned") is not None
+
+    def skip_reason(spec: LLMSpec) -> str | None:
+        # Decided here, before any model loads (an hf load takes a minute).
+        if kinds is not None and spec.kind not in kinds:
+            return f"llm_backends({', '.join(sorted(kinds))}): not {spec.kind}"
+        if tuned and is_base_model(spec.kind, spec.model):
+            return (
+                "grades answers to instructions (llm_instruction_tuned; in a suite, models: "
+                f"instruction-tuned), and {spec.short_id} is a base model that continues text; "
+                "run it on an instruction-tuned model, e.g. --llm=openai:gpt-4o-mini"
+            )
+        return None
+
     params = [
         pytest.param(
             spec,
             id=spec.short_id,
-            marks=()
-            if kinds is None or spec.kind in kinds
-            else pytest.mark.skip(
-                reason=f"llm_backends({', '.join(sorted(kinds))}): not {spec.kind}"
-            ),
+            marks=() if (reason := skip_reason(spec)) is None else pytest.mark.skip(reason=reason),
         )
         for spec in specs
     ]

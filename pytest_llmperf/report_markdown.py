@@ -12,7 +12,7 @@ import html
 import re
 from typing import Any
 
-from ._report_data import COLUMNS, Row, findings, rows, verdict_counts
+from ._report_data import COLUMNS, Row, findings, output_problems, rows, verdict_counts
 from .gate import Verdict
 
 __all__ = ["MAX_FINDINGS", "MAX_ROWS", "escape", "render_markdown"]
@@ -54,6 +54,10 @@ def _marks(document: dict[str, Any]) -> list[str]:
             f"- {len(nonfinite)} value(s) were not finite numbers: shown as n/a "
             "(`nonfinite` in the JSON says where)"
         )
+    problems = output_problems(document.get("results") or [])
+    if problems:
+        lines.append("- empty or short generations (counted in the statistics):")
+        lines += [f"  - {escape(line)}" for line in problems]
     return lines
 
 

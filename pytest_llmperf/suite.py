@@ -158,6 +158,8 @@ def _case_function(case: Case, module: str, path: Path) -> Callable[..., None]:
         marks.append(pytest.mark.llm_perf(tolerance=case.tolerance))
     if case.backends is not None:
         marks.append(pytest.mark.llm_backends(*case.backends))
+    if case.instruction_tuned:
+        marks.append(pytest.mark.llm_instruction_tuned)
     if case.min_quality is not None:
         marks.append(pytest.mark.llm_quality(min_score=case.min_quality))
     case_function.pytestmark = marks  # type: ignore[attr-defined]
@@ -173,6 +175,9 @@ def run_load_case(case: Case, load: Load) -> None:
     max_tokens = spec.max_tokens if spec.max_tokens is not None else case.max_tokens
     if max_tokens is not None:  # else llm_load's own default, as in Python
         kwargs["max_tokens"] = max_tokens
+    for key in ("ignore_eos", "prefix_cache"):
+        if getattr(case, key) is not None:  # else the spec's, as in Python
+            kwargs[key] = getattr(case, key)
     load(
         list(spec.prompts) or [case.prompt], temperature=case.temperature, **kwargs, **case.options
     )
@@ -187,6 +192,8 @@ def run_case(case: Case, bench: Bench, request: pytest.FixtureRequest) -> None:
         warmup=case.warmup,
         temperature=case.temperature,
         seed=case.seed,
+        ignore_eos=case.ignore_eos,
+        prefix_cache=case.prefix_cache,
         **case.options,
     )
     texts = [g.text for g in result.generations]

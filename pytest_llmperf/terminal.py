@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._load_table import format_load_table
+from ._report_data import output_problems
 from ._table import render
 from .compare import gate_message
 from .gate import Verdict, percent_change
@@ -156,6 +157,11 @@ def write_summary(tr: Any, run: LLMPerfSession, *, width: int) -> None:
         if failures:
             tr.write_sep("-", "llmperf: request errors (counted, never sampled)", yellow=True)
             for line in failures:
+                tr.write_line(line)
+        if output := output_problems(run.results):
+            title = "llmperf: empty or short generations (in the statistics)"
+            tr.write_sep("-", title, yellow=True)
+            for line in output:
                 tr.write_line(line)
     write_quality_summary(tr, run, width=width)
     if run.quality_gate:

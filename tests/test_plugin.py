@@ -145,7 +145,7 @@ def test_specs_come_from_cli_then_env_then_ini(fake, monkeypatch):
         ("bedrock:m?latency=fast", "bad value 'fast' for option 'latency': expected one of"),
         (
             "fake:m?speed=9",
-            "unknown option 'speed' for fake; valid: delay_ms, fail_check, fail_load,",
+            "unknown option 'speed' for fake; valid: chat_template, delay_ms, empty, fail_check,",
         ),
         ("fake:m?delay_ms=soon", "bad value 'soon' for option 'delay_ms': expected float"),
         ("fake:m?fail_check=1", "fake pre-flight failure: install the fake extra"),
@@ -309,8 +309,8 @@ def test_bad_llm_perf_marker_is_a_clear_failure(fake):
     result = fake.runpytest("--llm=fake:m")
     result.assert_outcomes(errors=1)
     assert (
-        "llm_perf takes keyword arguments max_tokens, runs, tolerance, warmup; got ['rounds']"
-        in result.stdout.str()
+        "llm_perf takes keyword arguments ignore_eos, max_tokens, prefix_cache, runs, tolerance, "
+        "warmup; got ['rounds']" in result.stdout.str()
     )
 
 
@@ -318,7 +318,15 @@ def test_list_backends_shows_kinds_and_options(fake):
     result = fake.runpytest("--llm-list-backends")
     assert result.ret == 0
     result.stdout.fnmatch_lines(
-        ["fake*", "*tokens_per_chunk=int (default 1)*", "llamacpp*", "*n_ctx=int (default 2048)*"]
+        [
+            "fake*",
+            "*tokens_per_chunk=int (default 1)*",
+            "llamacpp*",
+            "*n_ctx=int (default 2048)*",
+            "every kind*",
+            "*ignore_eos=bool (default False)*",
+            "*prefix_cache=allow|bust (default 'allow')*",
+        ]
     )
 
 

@@ -307,7 +307,8 @@ def test_every_failed_check_of_a_case_is_reported_together(fake):
         (
             "cases:\n  - id: a\n    promt: hi\n",
             "x.llmsuite.yaml:3: case 'a': unknown key 'promt' (valid: backends, budgets, "
-            "description, expect, id, load, max_tokens, messages, min_quality, options, prompt, *)",
+            "description, expect, id, ignore_eos, load, max_tokens, messages, min_quality, "
+            "options, prefix_cache, prompt, *)",
         ),
         ("cases:\n  - id: a\n", "x.llmsuite.yaml:2: case 'a': give exactly one of 'prompt' or*"),
         (

@@ -7,7 +7,7 @@ register through :func:`pytest_llmperf_register_backends`, exactly as a plugin o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -15,9 +15,9 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import pytest
 
 from ..errors import SpecError
-from ._generation_options import check_generation_options
 from ..options import Option
 from ..spec import LLMSpec
+from ._generation_options import check_generation_options
 
 __all__ = [
     "AsyncCapable",
@@ -91,6 +91,17 @@ class Backend(Protocol):
     The plugin calls ``check`` before any test runs (raise
     :class:`~pytest_llmperf.errors.BackendUnavailable` with a fix), ``load`` once per session
     (timed as load time), then ``stream`` per generation, and ``close`` at the end.
+
+    Two methods are optional (found with ``getattr``, so backends written before them work):
+
+    - ``generation_options() -> Collection[str]``: the names a request's ``options`` may
+      carry. ``stream`` should refuse any other with :func:`check_generation_options`;
+      ``llm_bench``/``llm_load`` check them before the first request. Without it, a backend
+      gets whatever it is given.
+    - ``ignore_eos_note() -> str | None``: why the backend cannot honour
+      ``Request.ignore_eos`` (one sentence, e.g. "the OpenAI API has no request field that
+      forces the output length"), or None when it can. Generations that come back short are
+      counted either way.
     """
 
     kind: ClassVar[str]
@@ -108,18 +119,6 @@ class Backend(Protocol):
     def stream(self, request: Request) -> Iterator[Chunk | Usage]: ...
 
     def info(self) -> dict[str, Any]: ...
-
-    def generation_options(self) -> Collection[str]:
-        """The names a request's ``options`` may carry; ``stream`` refuses any other with
-        :func:`check_generation_options`, and ``llm_bench``/``llm_load`` check them before the
-        first request. Optional: a backend without it gets whatever it is given."""
-        ...
-
-    def ignore_eos_note(self) -> str | None:
-        """Why this backend cannot honour ``Request.ignore_eos`` (one sentence, e.g. "the
-        OpenAI API has no request field that forces the output length"), or None when it can.
-        Optional (absent = None). Generations that come back short are counted either way."""
-        ...
 
     @property
     def model_file(self) -> Path | None: ...

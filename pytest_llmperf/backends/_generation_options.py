@@ -32,6 +32,18 @@ CALL_KEYWORDS = (
 )
 
 
+#: Other engines' names for what the call's own keywords set: difflib would offer
+#: ``min_new_tokens`` for ``max_new_tokens``.
+_ALIASES = {
+    "max_new_tokens": "max_tokens",
+    "max_length": "max_tokens",
+    "n_predict": "max_tokens",
+    "num_predict": "max_tokens",
+    "temp": "temperature",
+    "random_seed": "seed",
+}
+
+
 def check_generation_options(
     kind: str, options: Mapping[str, Any], valid: Collection[str], *, hint: str = ""
 ) -> None:
@@ -42,7 +54,11 @@ def check_generation_options(
     if not unknown:
         return
     name = unknown[0]
-    close = difflib.get_close_matches(name, [*valid, *CALL_KEYWORDS], n=1, cutoff=0.75)
+    close = (
+        [_ALIASES[name]]
+        if name in _ALIASES
+        else difflib.get_close_matches(name, [*valid, *CALL_KEYWORDS], n=1, cutoff=0.75)
+    )
     suggestion = f" (did you mean {close[0]!r}?)" if close else ""
     more = f", and {', '.join(map(repr, unknown[1:]))}" if len(unknown) > 1 else ""
     shown = ", ".join(sorted(valid)) or "none"

@@ -1,5 +1,10 @@
 """Latency suite in the spirit of llama-bench's pp512 / tg128.
 
+Every benchmark generates exactly max_tokens tokens (``ignore_eos``), as llama-bench does, so two
+models that would stop at different lengths do the same work; the prefill benchmark busts
+servers' prompt caches (``prefix_cache="bust"``), or from the second request on a server that
+caches prompts (llama.cpp's, vLLM) would report a cache hit as TTFT.
+
 pytest suites/latency                                  # the embedded model
 pytest suites/latency --llm=llamacpp:path/to/model.gguf --llm-json=results.json
 """
@@ -19,14 +24,14 @@ LONG_PROMPT = (_PARAGRAPH * 11) + "In one sentence, the main point of this text 
 STORY_PROMPT = "Write a story about a fox who learns to read. Once upon a time,"
 
 
-@pytest.mark.llm_perf(max_tokens=32)
+@pytest.mark.llm_perf(max_tokens=32, ignore_eos=True)
 def test_short_prompt(llm_bench):
     result = llm_bench(SHORT_PROMPT)
     assert result.stats["ttft_s"].n == result.runs
     assert result.stats["output_tokens"].min >= 1
 
 
-@pytest.mark.llm_perf(max_tokens=16)
+@pytest.mark.llm_perf(max_tokens=16, ignore_eos=True, prefix_cache="bust")
 def test_prefill_heavy(llm_bench):
     result = llm_bench(LONG_PROMPT)
     prompt_tokens = result.stats["prompt_tokens"]
@@ -38,7 +43,7 @@ def test_prefill_heavy(llm_bench):
         assert result.missing["prefill_tps"] == result.runs
 
 
-@pytest.mark.llm_perf(max_tokens=128)
+@pytest.mark.llm_perf(max_tokens=128, ignore_eos=True)
 def test_decode_heavy(llm_bench):
     result = llm_bench(STORY_PROMPT)
     assert result.stats["decode_tps"].median > 0
