@@ -71,6 +71,10 @@ def demo(session: nox.Session) -> None:
         "suites/latency",
         "--llm=llamacpp:gemma3-270m",
         "--llm-compare-to=llamacpp:gemma3-270m?n_threads=1",
+        # 16 interleaved runs a side: about four minutes on 2 cores, enough for a verdict on a
+        # one-thread reference even when a noisy neighbour flips a pair or two (10 runs left
+        # one INCONCLUSIVE here; sequential looks up to 40 runs took 12 minutes).
+        "--llm-runs=16",
         # A demo reports verdicts but never fails on them: on a busy machine two threads can
         # lose to one. A CI job keeps the default, and a REGRESSION fails its build.
         "--llm-fail-on=none",

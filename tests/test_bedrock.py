@@ -399,9 +399,12 @@ def test_bad_requests_are_refused_before_any_request(
         list(b.stream(Request([{"role": "tool", "content": "x"}])))
     with pytest.raises(InvalidRequest, match="max_tokens must be >= 1"):
         list(b.stream(Request("Hi", max_tokens=0)))
-    # botocore validates against its service model before sending anything.
-    with pytest.raises(InvalidRequest, match='Unknown parameter in input: "topK"'):
+    # Checked against ConverseStream's own fields before botocore sees them.
+    with pytest.raises(InvalidRequest, match="unknown generation option 'topK' for bedrock"):
         list(b.stream(Request("Hi", options={"topK": 5})))
+    # botocore still validates what passes: a known field with a wrong shape.
+    with pytest.raises(InvalidRequest, match="Invalid type for parameter requestMetadata"):
+        list(b.stream(Request("Hi", options={"requestMetadata": 5})))
     assert srv.received == []
 
 

@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRequest, LLMPerfError
-from . import Chunk, Request, Usage
+from . import Chunk, Request, Usage, check_generation_options
 from ._openai_events import BodyPrefix, EventStream, LineSplitter
-from .openai import _http_module, request_body
+from ._openai_request import EXTRA_BODY_HINT, request_body
+from .openai import _http_module
 
 if TYPE_CHECKING:
     from .openai import OpenAIBackend
@@ -41,6 +42,9 @@ class AsyncOpenAIStreamer:
         backend = self._backend
         if request.max_tokens < 1:
             raise InvalidRequest(f"max_tokens must be >= 1, got {request.max_tokens}")
+        check_generation_options(
+            backend.kind, request.options, backend.generation_options(), hint=EXTRA_BODY_HINT
+        )
         path, body = request_body(backend, request)
         events = EventStream(backend._where, chat=path == "/chat/completions")
         lines = LineSplitter(backend._where)

@@ -30,12 +30,27 @@ from ..numeric import MAX_COUNT, check_finite
 from ..options import Option
 from ..redact import register_spec_variables
 from ..spec import LLMSpec
-from . import Chunk, Request, Usage
+from . import Chunk, Request, Usage, check_generation_options
 from ._bedrock_errors import NO_CREDENTIALS, plural, translate
 
 __all__ = ["BedrockBackend"]
 
 _INSTALL = "pip install 'pytest-llmperf[bedrock]'"
+#: ConverseStream's request fields a benchmark may set (botocore's service model; the rest of
+#: the request is the backend's).
+_CONVERSE_FIELDS = frozenset(
+    (
+        "additionalModelRequestFields",
+        "additionalModelResponseFieldPaths",
+        "guardrailConfig",
+        "outputConfig",
+        "projectIdentifier",
+        "promptVariables",
+        "requestMetadata",
+        "serviceTier",
+        "toolConfig",
+    )
+)
 _NO_REGION = (
     "no AWS region is configured: set AWS_REGION or AWS_DEFAULT_REGION (or a region in "
     "~/.aws/config), or add ?region=us-east-1 to the spec"
@@ -203,6 +218,14 @@ class BedrockBackend:
         kwargs.update(request.options)
         return kwargs
 
+    def generation_options(self) -> frozenset[str]:
+        """ConverseStream's own request fields, passed through as given; the backend sets
+        ``modelId``, ``messages``, ``system``, ``inferenceConfig`` and ``performanceConfig``."""
+        return _CONVERSE_FIELDS
+
+    def ignore_eos_note(self) -> str | None:
+        return "Bedrock's Converse API has no field that forces the output length"
+
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
         return self._stream_with(self._client, request)
 
@@ -213,6 +236,7 @@ class BedrockBackend:
 
         if request.max_tokens < 1:
             raise InvalidRequest(f"max_tokens must be >= 1, got {request.max_tokens}")
+        check_generation_options(self.kind, request.options, _CONVERSE_FIELDS)
         kwargs = self._converse_kwargs(request)
         self.last_server_latency_ms = self.last_stop_reason = None
         try:

@@ -43,11 +43,12 @@ from ..options import Option
 from ..redact import register_spec_variables
 from ..retry_after import parse_retry_after
 from ..spec import LLMSpec
-from . import Chunk, Request, Usage
+from . import Chunk, Request, Usage, check_generation_options
 from ._openai_events import BodyPrefix, EventStream, LineSplitter, error_detail
+from ._openai_request import EXTRA_BODY_HINT, request_body, schema_fields
 from ._watchdog import Sockets, Watchdog
 
-__all__ = ["EventStream", "OpenAIBackend"]
+__all__ = ["EventStream", "OpenAIBackend", "request_body"]
 
 _INSTALL = "pip install 'pytest-llmperf[openai]'"
 
@@ -188,9 +189,25 @@ class OpenAIBackend:
             )
         return GenerationError(f"{where} answered HTTP {status}: {detail}")
 
+    def generation_options(self) -> frozenset[str]:
+        """The OpenAI schema's fields for the endpoint in use (read from the installed SDK's
+        request types), less what the backend sets itself, plus ``extra_body``."""
+        return schema_fields(self.opts["api"])
+
+    def ignore_eos_note(self) -> str | None:
+        if self.spec.base_url is None:
+            return (
+                "the OpenAI API has no request field that forces the output length (it "
+                "refuses ignore_eos and min_tokens)"
+            )
+        return None  # sent as ignore_eos and min_tokens: vLLM and llama.cpp's server honour them
+
     def stream(self, request: Request) -> Iterator[Chunk | Usage]:
         if request.max_tokens < 1:
             raise InvalidRequest(f"max_tokens must be >= 1, got {request.max_tokens}")
+        check_generation_options(
+            self.kind, request.options, self.generation_options(), hint=EXTRA_BODY_HINT
+        )
         events = EventStream(self._where, chat=self.opts["api"] == "chat")
         lines = LineSplitter(self._where)
         expired = threading.Event()
@@ -300,30 +317,6 @@ class OpenAIBackend:
         if self._client is not None:
             self._client.close()
             self._client = None
-
-
-def request_body(backend: OpenAIBackend, request: Request) -> tuple[str, dict[str, Any]]:
-    """The endpoint path and JSON body of one streaming request (both the blocking and the
-    ``llm_load`` path send exactly this)."""
-    body: dict[str, Any] = {
-        "model": backend.spec.model,
-        "max_tokens": request.max_tokens,
-        "temperature": request.temperature,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        **request.options,
-    }
-    if request.seed is not None:
-        body["seed"] = request.seed
-    if backend.opts["api"] == "completions":
-        if not isinstance(request.prompt, str):
-            raise InvalidRequest("api=completions takes a string prompt, not chat messages")
-        body["prompt"] = request.prompt
-        return "/completions", body
-    prompt = request.prompt
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    body["messages"] = [dict(m) for m in messages]
-    return "/chat/completions", body
 
 
 def _http_module() -> Any:

@@ -1,0 +1,103 @@
+"""The body of one OpenAI-style streaming request, and which generation options it may carry.
+
+Shared by the blocking path (:mod:`.openai`) and ``llm_load``'s async path
+(:mod:`._openai_async`), so both send exactly the same request.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InvalidRequest
+from . import Request
+
+if TYPE_CHECKING:
+    from .openai import OpenAIBackend
+
+__all__ = ["EXTRA_BODY_HINT", "request_body", "schema_fields"]
+
+EXTRA_BODY_HINT = " (fields beyond the OpenAI schema go in extra_body={...})"
+#: Set by the backend from the request itself (or breaking one-stream timing: ``n``,
+#: ``best_of``; ``echo`` returns the prompt as output; ``max_completion_tokens`` would fight
+#: ``max_tokens``).
+_SET_BY_BACKEND = frozenset(
+    (
+        "model",
+        "messages",
+        "prompt",
+        "stream",
+        "stream_options",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "seed",
+        "n",
+        "best_of",
+        "echo",
+    )
+)
+
+
+@functools.cache
+def schema_fields(api: str) -> frozenset[str]:
+    """The request fields of the endpoint, as the installed SDK's request types declare them."""
+    from openai.types import completion_create_params as completions
+    from openai.types.chat import completion_create_params as chat
+
+    module: Any = completions if api == "completions" else chat
+    fields = frozenset(module.CompletionCreateParamsBase.__annotations__)
+    return fields - _SET_BY_BACKEND | {"extra_body"}
+
+
+def request_body(backend: OpenAIBackend, request: Request) -> tuple[str, dict[str, Any]]:
+    """The endpoint path and JSON body of one streaming request (both the blocking and the
+    ``llm_load`` path send exactly this).
+
+    ``extra_body`` is merged last, the SDK's own convention for fields beyond the schema (vLLM's
+    ``top_k``, ``min_p``, ``repetition_penalty``), but may not replace what the request sets.
+    ``ignore_eos`` and ``prefix_cache="bust"`` become the fields compatible servers honour;
+    the OpenAI API refuses unknown fields with HTTP 400, so it gets none of them.
+    """
+    options = dict(request.options)
+    extra = options.pop("extra_body", None) or {}
+    if not isinstance(extra, Mapping) or not all(isinstance(k, str) for k in extra):
+        raise InvalidRequest(f"extra_body must be a mapping of field names, not {extra!r:.60}")
+    body: dict[str, Any] = {
+        "model": backend.spec.model,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **options,
+    }
+    if request.seed is not None:
+        body["seed"] = request.seed
+    compatible = backend.spec.base_url is not None
+    if request.ignore_eos and compatible:
+        # vLLM and llama.cpp's C++ server: ignore_eos; both, and llama-cpp-python's server,
+        # min_tokens (whose logits processor masks EOS until that many tokens exist).
+        body["ignore_eos"] = True
+        body["min_tokens"] = request.max_tokens
+    if request.prefix_cache == "bust" and compatible:
+        # llama.cpp's C++ server skips its prompt cache on this; llama-cpp-python's ignores
+        # the field, and the nonce the harness put in front of the prompt defeats its cache.
+        body["cache_prompt"] = False
+    path = "/chat/completions"
+    if backend.opts["api"] == "completions":
+        if not isinstance(request.prompt, str):
+            raise InvalidRequest("api=completions takes a string prompt, not chat messages")
+        body["prompt"] = request.prompt
+        path = "/completions"
+    else:
+        prompt = request.prompt
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        body["messages"] = [dict(m) for m in messages]
+    if clash := sorted(set(extra) & (set(body) | _SET_BY_BACKEND)):
+        raise InvalidRequest(
+            f"extra_body may not set {', '.join(map(repr, clash))}: the request sets "
+            f"{'it' if len(clash) == 1 else 'them'} (use the keyword of the same name)"
+        )
+    body.update(extra)
+    return path, body
