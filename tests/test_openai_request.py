@@ -132,3 +132,30 @@ def test_bedrock_checks_its_fields_and_says_it_cannot_fix_the_length():
         next(iter(b._stream_with(None, Request("hi", 4, options={"guardrailconfig": {}}))))
     assert "toolConfig" in b.generation_options()
     assert "no field that forces the output length" in (b.ignore_eos_note() or "")
+
+
+@pytest.fixture(scope="module")
+def eos_first_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama.cpp's own server on a tiny model whose greedy choice is always end-of-sequence."""
+    pytest.importorskip("llama_cpp.server")
+    from llama_server import serve
+    from tiny_gguf import write_tiny_gguf
+
+    model = write_tiny_gguf(tmp_path_factory.mktemp("m") / "eos.gguf", eos_first=True)
+    with serve(model, "tiny") as url:
+        yield url
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+def test_ignore_eos_makes_llama_cpp_server_generate_exactly_max_tokens(eos_first_server, api):
+    spec = f"openai:tiny@{eos_first_server}?api={api}"
+    b = make(spec)
+    b.check()
+    b.load()
+    try:
+        free = measure(b.stream(Request("[1] hello", 12)))
+        fixed = [measure(b.stream(Request(f"[{i}] hello", 12, ignore_eos=True))) for i in (2, 3)]
+    finally:
+        b.close()
+    assert free.output_tokens == 0 and free.text == ""  # the model ends at once by itself
+    assert [g.output_tokens for g in fixed] == [12, 12]
