@@ -31,13 +31,17 @@ def serve(
     n_threads: int = 1,
     interrupt_requests: bool = True,
     hold_until_queued: int | None = None,
+    chat_format: str | None = None,
 ) -> Iterator[str]:
     """Yields the base URL (``http://127.0.0.1:PORT/v1``) once the server accepts requests.
 
     ``interrupt_requests`` is the server's own default: a new request cuts the running one.
     ``hold_until_queued=N`` scripts that cut instead of racing for it: each response is held
     back until another request waits for the model (or all N requests have arrived), so the
-    running stream always sees a waiting request, on a slow machine or a fast one."""
+    running stream always sees a waiting request, on a slow machine or a fast one.
+
+    ``chat_format`` is llama-cpp-python's (``gemma``, ``chatml``, ...); None: the server's own
+    choice, the GGUF's template or, without one (the embedded model), ``llama-2``."""
     import uvicorn
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
@@ -49,7 +53,12 @@ def serve(
         ),
         model_settings=[
             ModelSettings(
-                model=str(model), model_alias=alias, n_ctx=n_ctx, n_threads=n_threads, verbose=False
+                model=str(model),
+                model_alias=alias,
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                chat_format=chat_format,
+                verbose=False,
             )
         ],
     )

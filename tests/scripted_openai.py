@@ -7,6 +7,9 @@ openai SDK and its HTTP client run unmodified; only the answers are chosen by th
 
 Each request to ``/v1/chat/completions`` or ``/v1/completions`` takes the next reply; the last
 one repeats. ``GET /v1/models`` always answers 200 unless ``models_status`` says otherwise.
+``owned_by="me"`` and ``vocabulary={"<eos>": 7, ...}`` play llama-cpp-python's server: its
+model list, and its ``POST /extras/tokenize`` (BOS first, a special token's text as its id, any
+other text as one token per character); those calls land in ``tokenize_calls``.
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ class ScriptedServer:
         self.script: list[Reply] = [Reply()]
         self.models_status = 200
         self.requests: list[dict[str, Any]] = []
+        self.owned_by: str | None = None
+        self.vocabulary: dict[str, int] | None = None
+        self.tokenize_calls: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._httpd = _QuietServer(("127.0.0.1", 0), self._handler())
@@ -108,10 +114,26 @@ class ScriptedServer:
                 if server.models_status != 200:
                     self._json(server.models_status, {"error": {"message": "no models for you"}})
                     return
-                self._json(200, {"object": "list", "data": [{"id": "m", "object": "model"}]})
+                model: dict[str, Any] = {"id": "m", "object": "model"}
+                if server.owned_by is not None:
+                    model["owned_by"] = server.owned_by
+                self._json(200, {"object": "list", "data": [model]})
+
+            def _tokenize(self, body: dict[str, Any]) -> None:
+                server.tokenize_calls.append(body)
+                vocabulary = server.vocabulary
+                if vocabulary is None:
+                    self._json(404, {"detail": "Not Found"})
+                    return
+                text = body["input"]
+                ids = [vocabulary[text]] if text in vocabulary else [1000 + ord(c) for c in text]
+                self._json(200, {"tokens": [1, *ids]})
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                if self.path == "/extras/tokenize":
+                    self._tokenize(body)
+                    return
                 server.requests.append(
                     {"path": self.path, "body": body, "client_port": self.client_address[1]}
                 )

@@ -7,7 +7,8 @@ Shared by the blocking path (:mod:`.openai`) and ``llm_load``'s async path
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRequest
@@ -16,8 +17,30 @@ from . import Request
 if TYPE_CHECKING:
     from .openai import OpenAIBackend
 
-__all__ = ["EXTRA_BODY_HINT", "request_body", "schema_fields"]
+__all__ = [
+    "EXTRA_BODY_HINT",
+    "end_token_ids",
+    "request_body",
+    "schema_fields",
+    "served_by_llama_cpp_python",
+]
 
+#: The logit bias that rules a token out (added to its logit; JSON has no -inf).
+_NEVER = -1e9
+#: End-of-generation tokens by their text in common vocabularies (Gemma, Llama 2 and 3, ChatML,
+#: Phi, GPT-style); a model's own others still end a generation early, and count as short.
+_END_TEXTS = (
+    "<eos>",
+    "</s>",
+    "<end_of_turn>",
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end_of_text|>",
+    "<|endoftext|>",
+    "<|end|>",
+    "<|return|>",
+)
 EXTRA_BODY_HINT = " (fields beyond the OpenAI schema go in extra_body={...})"
 #: Set by the backend from the request itself (or breaking one-stream timing: ``n``,
 #: ``best_of``; ``echo`` returns the prompt as output; ``max_completion_tokens`` would fight
@@ -76,10 +99,20 @@ def request_body(backend: OpenAIBackend, request: Request) -> tuple[str, dict[st
         body["seed"] = request.seed
     compatible = backend.spec.base_url is not None
     if request.ignore_eos and compatible:
-        # vLLM and llama.cpp's C++ server: ignore_eos; both, and llama-cpp-python's server,
-        # min_tokens (whose logits processor masks EOS until that many tokens exist).
+        # vLLM and llama.cpp's C++ server: ignore_eos and min_tokens.
         body["ignore_eos"] = True
-        body["min_tokens"] = request.max_tokens
+        if backend.end_tokens:
+            # llama-cpp-python's server ignores ignore_eos, and its min_tokens masks only EOS
+            # (server/app.py: MinTokensLogitsProcessor(min_tokens, llama.token_eos())), while
+            # any end-of-generation token ends the stream (llama.py: llama_vocab_is_eog), e.g.
+            # Gemma's <end_of_turn> and </s>. So every end token found at load is biased away;
+            # and min_tokens is not sent, because with logit_bias it cancels both (llama.py:
+            # ``logits_processor = logits_processor.extend(...)``, which is None).
+            bias = dict(body.get("logit_bias") or {})
+            bias.update((str(token), _NEVER) for token in backend.end_tokens)
+            body["logit_bias"] = bias
+        else:
+            body["min_tokens"] = request.max_tokens
     if request.prefix_cache == "bust" and compatible:
         # llama.cpp's C++ server skips its prompt cache on this; llama-cpp-python's ignores
         # the field, and the nonce the harness put in front of the prompt defeats its cache.
@@ -101,3 +134,44 @@ def request_body(backend: OpenAIBackend, request: Request) -> tuple[str, dict[st
         )
     body.update(extra)
     return path, body
+
+
+def served_by_llama_cpp_python(models: Iterable[Any]) -> bool:
+    """Whether a ``GET /models`` answer is llama-cpp-python's server's (``llama_cpp.server``
+    answers ``owned_by: "me"`` for every model it serves)."""
+    owners = {getattr(model, "owned_by", None) for model in models}
+    return owners == {"me"}
+
+
+def end_token_ids(
+    http: Any, base_url: str, headers: Mapping[str, str], model: str
+) -> tuple[int, ...]:
+    """The ids of the model's end-of-generation tokens among :data:`_END_TEXTS`, asked of
+    llama-cpp-python's ``POST /extras/tokenize`` (which parses special tokens); () when it
+    cannot say. A text counts when it is one token after the tokenizer's own prefix (BOS)."""
+    if not base_url.endswith("/v1"):
+        return ()  # its routes are /v1/... and /extras/...: somewhere else, it is not that server
+    url = base_url.removesuffix("/v1") + "/extras/tokenize"
+
+    def tokenize(text: str) -> list[int] | None:
+        try:
+            response = http.post(
+                url, headers=headers, content=json.dumps({"model": model, "input": text})
+            )
+            tokens = response.json()["tokens"] if response.status_code == 200 else None
+        except Exception:  # any failure: no ids, and min_tokens is sent instead
+            return None
+        ok = isinstance(tokens, list) and all(type(t) is int and t >= 0 for t in tokens)
+        return tokens if ok else None
+
+    prefix = tokenize("")
+    if prefix is None:
+        return ()
+    found: list[int] = []
+    for text in _END_TEXTS:
+        tokens = tokenize(text)
+        if tokens is None:
+            return ()
+        if tokens[: len(prefix)] == prefix and len(tokens) == len(prefix) + 1:
+            found.append(tokens[-1])
+    return tuple(sorted(set(found)))

@@ -45,7 +45,13 @@ from ..retry_after import parse_retry_after
 from ..spec import LLMSpec
 from . import Chunk, Request, Usage, check_generation_options
 from ._openai_events import BodyPrefix, EventStream, LineSplitter, error_detail
-from ._openai_request import EXTRA_BODY_HINT, request_body, schema_fields
+from ._openai_request import (
+    EXTRA_BODY_HINT,
+    end_token_ids,
+    request_body,
+    schema_fields,
+    served_by_llama_cpp_python,
+)
 from ._watchdog import Sockets, Watchdog
 
 __all__ = ["EventStream", "OpenAIBackend", "request_body"]
@@ -77,6 +83,9 @@ class OpenAIBackend:
         self._headers: dict[str, str] = {}
         self._watchdog = Watchdog()
         self._sockets = Sockets()
+        #: llama-cpp-python's server only: ids of the model's end-of-generation tokens, which
+        #: ``ignore_eos`` biases away (``_openai_request.end_token_ids``); empty elsewhere.
+        self.end_tokens: tuple[int, ...] = ()
 
     @property
     def model_file(self) -> Path | None:
@@ -115,7 +124,7 @@ class OpenAIBackend:
         self._headers = {k: v for k, v in headers.items() if isinstance(v, str)}
         self._http = openai.DefaultHttpxClient(timeout=self.http_timeout())
         try:
-            self._client.models.list()
+            models = self._client.models.list()
         except openai.AuthenticationError as exc:
             raise BackendUnavailable(f"{self._where} refused the API key (401): {exc}") from exc
         except openai.APIConnectionError as exc:
@@ -128,6 +137,10 @@ class OpenAIBackend:
             raise BackendUnavailable(
                 f"{self._where} gave no usable answer to GET /models: {exc}"
             ) from exc
+        if self.spec.base_url is not None and served_by_llama_cpp_python(models.data):
+            self.end_tokens = end_token_ids(
+                self._http, self._base_url, self._headers, self.spec.model
+            )
 
     def http_timeout(self) -> Any:
         """``timeout`` per read; opening a connection may not outlast the ``deadline`` either
