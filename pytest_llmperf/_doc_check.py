@@ -274,12 +274,14 @@ def check_result(result: Mapping[str, Any]) -> str | None:
 
 
 def _check_output_counts(result: Mapping[str, Any]) -> str | None:
-    """``empty`` and ``short``, on a result or its load section (absent from older files)."""
+    """``empty`` and ``short``, on a result or its load section (absent from older files;
+    a load's ``short`` is null when ``ignore_eos`` was off)."""
     load = result.get("load")
     for where, counts in (("", result), ("load.", load if isinstance(load, dict) else {})):
         for key in ("empty", "short"):
-            if key in counts and not _whole(counts[key]):
-                return f"has {where}{key} {_short(counts[key])}, not a whole number"
+            value = counts.get(key)
+            if value is not None and not _whole(value):
+                return f"has {where}{key} {_short(value)}, not a whole number or null"
     return None
 
 

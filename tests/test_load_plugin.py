@@ -398,7 +398,9 @@ def test_empty_and_short_generations_are_counted_and_shown(spy, server):
     assert (load["succeeded"], load["empty"], load["short"]) == (6, 2, 4)
     assert entry["params"]["ignore_eos"] is True
     assert {r["ignore_eos"] for r in sent} == {True}
-    [warning] = load["warnings"]
+    # Only the short count's warning is asked for: a busy machine may add the generator's own
+    # (scheduling lag, CPU share), which say nothing about the server.
+    [warning] = [w for w in load["warnings"] if "max_tokens" in w]
     assert warning.startswith("4 of 6 generations came back with fewer than max_tokens=8")
     [header] = [line for line in result.stdout.lines if line.startswith("test ")]
     assert header.split()[-3:] == ["empty", "short", "verdict"]
@@ -407,7 +409,7 @@ def test_empty_and_short_generations_are_counted_and_shown(spy, server):
     result, _, [entry] = spy_run(spy, server, call.replace("ignore_eos=True", "ignore_eos=False"))
     result.assert_outcomes(passed=1)
     assert (entry["load"]["empty"], entry["load"]["short"]) == (2, None)
-    assert entry["load"]["warnings"] == []
+    assert [w for w in entry["load"]["warnings"] if "max_tokens" in w] == []
     [header] = [line for line in result.stdout.lines if line.startswith("test ")]
     assert header.split()[-2:] == ["empty", "verdict"]
 

@@ -72,7 +72,15 @@ OPTIONS = (
 
 def test_options_are_typed_and_defaulted():
     s = parse_spec("llamacpp:m.gguf?n_ctx=64&chat=yes&top_p=0.5")
-    assert resolve_options(s, OPTIONS) == {"n_ctx": 64, "chat": True, "mode": "a", "top_p": 0.5}
+    assert resolve_options(s, OPTIONS) == {
+        "n_ctx": 64,
+        "chat": True,
+        "mode": "a",
+        "top_p": 0.5,
+        # the workload options every spec takes
+        "ignore_eos": False,
+        "prefix_cache": "allow",
+    }
 
 
 @pytest.mark.parametrize(
@@ -80,7 +88,8 @@ def test_options_are_typed_and_defaulted():
     [
         (
             "n_threads=2",
-            r"unknown option 'n_threads' for llamacpp; valid: chat, mode, n_ctx, top_p",
+            r"unknown option 'n_threads' for llamacpp; valid: chat, ignore_eos, mode, n_ctx, "
+            "prefix_cache, top_p",
         ),
         ("n_ctx=big", r"bad value 'big' for option 'n_ctx': expected int"),
         ("n_ctx=8", r"must be >= 16"),
