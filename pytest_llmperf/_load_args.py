@@ -14,7 +14,8 @@ from typing import Any
 from ._loadgen import LoadPoint
 from .backends import Prompt
 from .errors import InvalidRequest
-from .prefix_cache import MODES
+from .options import workload_params
+from .prefix_cache import check_mode
 
 __all__ = [
     "default_requests",
@@ -25,11 +26,6 @@ __all__ = [
     "sweep_values",
     "workload_keywords",
 ]
-
-#: The workload keywords' own defaults: a load's params name them only when they differ, so
-#: that baselines saved before the keywords existed keep comparing with runs that do not set
-#: them.
-_WORKLOAD_DEFAULTS: dict[str, Any] = {"ignore_eos": False, "prefix_cache": "allow"}
 
 
 def prompt_list(prompts: Prompt | Sequence[Prompt]) -> list[Prompt]:
@@ -70,9 +66,7 @@ def workload_keywords(
     if not isinstance(eos, bool):
         raise InvalidRequest(f"ignore_eos takes True or False, got {eos!r}")
     cache = defaults.get("prefix_cache", "allow") if prefix_cache is None else prefix_cache
-    if cache not in MODES:
-        raise InvalidRequest(f"prefix_cache={cache!r}; valid: {', '.join(MODES)}")
-    return eos, str(cache)
+    return eos, check_mode(cache)
 
 
 def default_requests(
@@ -118,9 +112,7 @@ def load_params(
         "seed": point.seed,
         "warmup": warmup,
     }
-    for key, value in (("ignore_eos", ignore_eos), ("prefix_cache", prefix_cache)):
-        if value != _WORKLOAD_DEFAULTS[key]:
-            params[key] = value
+    params.update(workload_params(ignore_eos, prefix_cache))
     # Exactly what a stored baseline reads back (tuples become lists), so equality means it.
     normal: dict[str, Any] = json.loads(json.dumps(params, default=repr))
     return normal

@@ -12,15 +12,16 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .backends import Prompt
 from .errors import GenerationError, TransientError
-from .harness import SCALAR_METRICS, Generation, LLMHandle, metric_values
+from .harness import SCALAR_METRICS, Generation, LLMHandle, metric_values, output_counts
 from .limits import check_bench_arguments
-from .prefix_cache import MODES as PREFIX_CACHE_MODES
+from .options import workload_params
+from .prefix_cache import check_mode
 from .prices import Price
 from .stats import Summary, summarize
 
@@ -32,7 +33,6 @@ __all__ = [
     "RequestErrors",
     "Workload",
     "empty_message",
-    "output_counts",
 ]
 
 DEFAULT_MAX_ERROR_RATE = 0.1
@@ -129,9 +129,10 @@ class BenchResult:
     short: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.empty, self.short = output_counts(
-            self.generations, self.params.get("max_tokens"), self.params.get("ignore_eos", False)
+        self.empty, short = output_counts(
+            self.generations, self.params.get("ignore_eos", False), self.params.get("max_tokens")
         )
+        self.short = short or 0
         self.stats, self.missing = {}, {}
         for metric in METRICS:
             values = self.samples(metric)
@@ -188,18 +189,6 @@ class BenchResult:
         }
 
 
-def output_counts(
-    generations: Sequence[Generation], max_tokens: int | None, ignore_eos: bool
-) -> tuple[int, int]:
-    """(empty, short): generations with no text or no output tokens, and, under
-    ``ignore_eos``, those with fewer than ``max_tokens`` output tokens."""
-    empty = sum(1 for g in generations if not g.text or g.output_tokens == 0)
-    if not ignore_eos or max_tokens is None:
-        return empty, 0
-    short = sum(1 for g in generations if g.output_tokens < max_tokens)
-    return empty, short
-
-
 #: Why a benchmark or load point whose every generation is empty cannot stand, and what to try
 #: (``llm_bench`` and ``llm_load`` say the same).
 EMPTY_HINT = (
@@ -236,10 +225,7 @@ class Workload:
     prefix_cache: str = "allow"
 
     def __post_init__(self) -> None:
-        if self.prefix_cache not in PREFIX_CACHE_MODES:
-            raise ValueError(
-                f"prefix_cache={self.prefix_cache!r}; valid: {', '.join(PREFIX_CACHE_MODES)}"
-            )
+        check_mode(self.prefix_cache)
         # Checked before anything runs: max_tokens=10**12 or temperature=inf would otherwise
         # reach the backend (an allocation per token, a sampler that means nothing).
         check_bench_arguments(
@@ -289,12 +275,7 @@ class Workload:
             "seed": self.seed,
             "options": dict(self.options),
         }
-        # Only where set: baselines stored before these existed stay comparable, and mean
-        # exactly the defaults.
-        if self.ignore_eos:
-            params["ignore_eos"] = True
-        if self.prefix_cache != "allow":
-            params["prefix_cache"] = self.prefix_cache
+        params.update(workload_params(self.ignore_eos, self.prefix_cache))
         # Exactly what a stored baseline will read back (tuples become lists), so comparing
         # the two is meaningful.
         normal: dict[str, Any] = json.loads(json.dumps(params, default=repr))

@@ -15,10 +15,10 @@ from itertools import pairwise
 from typing import Any
 
 from .backends import Backend, Chunk, Prompt, Request, Usage, check_generation_options
-from .errors import GenerationError, InvalidRequest
+from .errors import GenerationError
 from .numeric import MAX_COUNT, check_finite
 from .options import workload_defaults
-from .prefix_cache import MODES, Nonces, with_nonce
+from .prefix_cache import Nonces, check_mode, with_nonce
 
 try:
     import resource
@@ -32,6 +32,7 @@ __all__ = [
     "LLMHandle",
     "measure",
     "metric_values",
+    "output_counts",
     "spread_tokens",
     "token_count",
 ]
@@ -94,6 +95,18 @@ class Generation:
 def metric_values(generations: Iterable[Generation], metric: str) -> list[float]:
     """The values of one per-generation metric, leaving out generations where it is undefined."""
     return [float(v) for g in generations if (v := getattr(g, metric)) is not None]
+
+
+def output_counts(
+    generations: Sequence[Generation], ignore_eos: bool, max_tokens: int | None
+) -> tuple[int, int | None]:
+    """(empty, short): generations with no text or no output tokens, and under ``ignore_eos``
+    those with fewer than ``max_tokens`` output tokens (the empty ones among them); ``short``
+    is None without ``ignore_eos``, where a shorter answer is the model's to give."""
+    empty = sum(1 for g in generations if not g.text or g.output_tokens == 0)
+    if not ignore_eos or max_tokens is None:
+        return empty, None
+    return empty, sum(1 for g in generations if g.output_tokens < max_tokens)
 
 
 def spread_tokens(events: Sequence[tuple[int, int]], total: int) -> list[tuple[int, int]]:
@@ -282,9 +295,9 @@ class LLMHandle:
         """One timed generation. ``ignore_eos`` and ``prefix_cache`` default to the spec's."""
         self.check_options(options)
         ignore_eos = self.workload_defaults["ignore_eos"] if ignore_eos is None else ignore_eos
-        cache = self.workload_defaults["prefix_cache"] if prefix_cache is None else prefix_cache
-        if cache not in MODES:
-            raise InvalidRequest(f"prefix_cache={cache!r}; valid: {', '.join(MODES)}")
+        cache = check_mode(
+            self.workload_defaults["prefix_cache"] if prefix_cache is None else prefix_cache
+        )
         if cache == "bust":
             prompt = with_nonce(prompt, self._nonces.next())
         request = Request(prompt, max_tokens, temperature, seed, options, bool(ignore_eos), cache)

@@ -32,7 +32,7 @@ from typing import Any
 from ._loadgen import LoadRun, RequestRecord
 from ._stable import clean_p, ratio_interval
 from ._stable import ratio as safe_ratio
-from .harness import Generation, metric_values
+from .harness import metric_values, output_counts
 from .stats import percentile, summarize
 
 __all__ = [
@@ -64,18 +64,6 @@ def run_samples(run: LoadRun, metric: str) -> list[float]:
     if metric == "sched_lag_s":
         return [r.lag_ns / 1e9 for r in run.records]
     return metric_values(generations, metric)
-
-
-def output_counts(
-    generations: Sequence[Generation], ignore_eos: bool, max_tokens: int | None
-) -> tuple[int, int | None]:
-    """(empty, short): generations with no text or no output tokens, and under ``ignore_eos``
-    those with fewer than ``max_tokens`` output tokens (the empty ones among them); ``short``
-    is None without ``ignore_eos``, where a shorter answer is the model's to give."""
-    empty = sum(1 for g in generations if not g.text or g.output_tokens == 0)
-    if not ignore_eos or max_tokens is None:
-        return empty, None
-    return empty, sum(1 for g in generations if g.output_tokens < max_tokens)
 
 
 def meets_slo(record: RequestRecord, slo: Mapping[str, float]) -> bool:

@@ -14,9 +14,17 @@ from typing import Any
 from .errors import SpecError
 from .limits import MAX_SECONDS, SAMPLING_RANGES
 from .numeric import parse_number
+from .prefix_cache import MODES as PREFIX_CACHE_MODES
 from .spec import LLMSpec
 
-__all__ = ["WORKLOAD_OPTIONS", "Option", "parse_bool", "resolve_options", "workload_defaults"]
+__all__ = [
+    "WORKLOAD_OPTIONS",
+    "Option",
+    "parse_bool",
+    "resolve_options",
+    "workload_defaults",
+    "workload_params",
+]
 
 #: Upper bounds where an option declares none. Every float option of the backends is seconds
 #: (timeouts, deadlines: a day is plenty, and keeps timers below ``threading.TIMEOUT_MAX``) or a
@@ -104,9 +112,17 @@ WORKLOAD_OPTIONS = (
         "allow",
         "bust = a unique nonce starts every prompt, so a server's prompt cache cannot skip "
         "prefill; allow = leave prompts alone",
-        choices=("allow", "bust"),
+        choices=PREFIX_CACHE_MODES,
     ),
 )
+
+
+def workload_params(ignore_eos: bool, prefix_cache: str) -> dict[str, Any]:
+    """The workload options that differ from their defaults, for a benchmark's parameters (its
+    baseline key): only where set, so baselines stored before these options existed stay
+    comparable, and mean exactly the defaults."""
+    given = {"ignore_eos": ignore_eos, "prefix_cache": prefix_cache}
+    return {o.name: given[o.name] for o in WORKLOAD_OPTIONS if given[o.name] != o.default}
 
 
 def workload_defaults(spec: LLMSpec) -> dict[str, Any]:

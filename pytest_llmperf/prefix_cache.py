@@ -17,12 +17,21 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
-__all__ = ["MODES", "Nonces", "with_nonce"]
+from .errors import InvalidRequest
+
+__all__ = ["MODES", "Nonces", "check_mode", "with_nonce"]
 
 #: ``allow``: whatever the server does (the default); ``bust``: a unique prefix per request.
 MODES = ("allow", "bust")
 
 Prompt = str | Sequence[Mapping[str, str]]
+
+
+def check_mode(value: object) -> str:
+    """``value`` if it is one of :data:`MODES`, else InvalidRequest (a ValueError) naming them."""
+    if value not in MODES:
+        raise InvalidRequest(f"prefix_cache={value!r}; valid: {', '.join(MODES)}")
+    return str(value)
 
 
 def with_nonce(prompt: Prompt, nonce: str) -> Prompt:
